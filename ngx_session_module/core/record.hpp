@@ -1,0 +1,104 @@
+// What Redis holds for a session and its user (docs/redis-contract.md), and
+// the verdict on it. Pure logic: no nginx; hiredis only for its reply type.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+struct redisReply;
+
+namespace session::core {
+
+// Fields read from <prefix>sess:<id>, in the order the lookup script asks.
+enum class SessionField : std::size_t {
+    user_id,
+    expires_at,
+    status,
+    idle_timeout,
+    last_active_at,
+};
+inline constexpr std::size_t kSessionFieldCount = 5;
+
+// Fields read from <prefix>user:<user id>, in the order the script asks.
+enum class UserField : std::size_t {
+    role,
+    roles,
+    db_id,
+    email,
+    status,
+};
+inline constexpr std::size_t kUserFieldCount = 5;
+
+// One lookup's answer. Non-owning: the views point into a reply or a buffer
+// that outlives the record. nullopt is a field Redis did not have.
+struct LookupRecord {
+    std::array<std::optional<std::string_view>, kSessionFieldCount> session;
+    std::array<std::optional<std::string_view>, kUserFieldCount> user;
+
+    std::optional<std::string_view> get(SessionField f) const noexcept {
+        return session[static_cast<std::size_t>(f)];
+    }
+    std::optional<std::string_view> get(UserField f) const noexcept {
+        return user[static_cast<std::size_t>(f)];
+    }
+    // The user hash was missing (or had none of the fields read).
+    bool user_missing() const noexcept;
+};
+
+enum class DecodeStatus {
+    ok,
+    redis_error,  // an error reply (NOSCRIPT, WRONGTYPE, OOM, ...)
+    malformed,    // a reply of a shape the lookup script never returns
+};
+
+// Decodes the lookup script's reply: an array of one or two arrays, the
+// session's HMGET and (when it named a user) the user's HMGET; each element
+// a bulk string or nil. The record's views point into `reply`.
+DecodeStatus decode_lookup_reply(const redisReply* reply, LookupRecord& out) noexcept;
+
+// The check's outcome; also the values of $session_status.
+enum class Outcome {
+    ok,         // valid session, role (if required) held
+    missing,    // no token in the request
+    invalid,    // bad token syntax, or no such session (or a record without
+                // user_id / a numeric expires_at)
+    expired,    // expires_at passed, or idle_timeout passed since last_active_at
+    revoked,    // session status not active, or user banned or deleted
+    forbidden,  // valid session without any of the required roles
+    error,      // Redis could not answer
+    stale,      // ok, from a cache entry past its TTL while Redis could not answer
+};
+inline constexpr std::size_t kOutcomeCount = 8;
+
+std::string_view outcome_name(Outcome outcome) noexcept;
+
+// What the location asks of a session.
+struct Policy {
+    const std::string_view* required_roles = nullptr;  // any one passes
+    std::size_t required_role_count = 0;
+    std::int64_t touch_interval_ms = 0;                 // 0: session_touch off
+};
+
+struct Verdict {
+    Outcome outcome = Outcome::invalid;
+    // The session is valid and its last_active_at is missing or at least
+    // touch_interval_ms old: the caller should update it.
+    bool touch = false;
+};
+
+// The verdict on a record at `now_ms` (Unix ms). Never returns missing,
+// error or stale: those come from the caller.
+Verdict evaluate(const LookupRecord& record, std::int64_t now_ms,
+                 const Policy& policy) noexcept;
+
+// True when the user holds `role`: the user's `role` field, or one of the
+// space-separated words of `roles`.
+bool has_role(const LookupRecord& record, std::string_view role) noexcept;
+
+// A non-negative decimal integer of at most 18 digits (no sign, no spaces).
+std::optional<std::int64_t> parse_int64(std::string_view text) noexcept;
+
+}  // namespace session::core
