@@ -24,7 +24,7 @@ deps:
 # nginx builds dynamic modules from its own configured tree: a copy of the
 # distribution's tree, configured with the distribution's exact flags, so
 # that the stock /usr/sbin/nginx accepts the module's signature.
-$(NGX_BUILD)/Makefile: config $(NGINX_SRC)/conf_flags
+$(NGX_BUILD)/objs/Makefile: config $(NGINX_SRC)/conf_flags
 	rm -rf $(NGX_BUILD)
 	mkdir -p $(BUILD)
 	cp -r $(NGINX_SRC) $(NGX_BUILD)
@@ -32,8 +32,8 @@ $(NGX_BUILD)/Makefile: config $(NGINX_SRC)/conf_flags
 	  ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR) \
 	  > $(BUILD)/nginx-configure.log 2>&1 || { tail -30 $(BUILD)/nginx-configure.log; exit 1; }
 
-module: $(NGX_BUILD)/Makefile
-	$(MAKE) -C $(NGX_BUILD) -j$(JOBS) modules
+module: $(NGX_BUILD)/objs/Makefile
+	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile -j$(JOBS) modules
 	@echo "built $(MODULE_SO)"
 
 $(CMAKE_BUILD)/CMakeCache.txt: CMakeLists.txt

@@ -1,0 +1,367 @@
+#include "nginx/access.hpp"
+
+#include <hiredis/hiredis.h>
+
+#include <new>
+
+#include "core/flat_record.hpp"
+#include "core/token.hpp"
+#include "nginx/cache_zone.hpp"
+#include "nginx/metrics_zone.hpp"
+#include "nginx/redis_link.hpp"
+
+namespace session::ngx {
+namespace {
+
+using core::Outcome;
+
+bool header_name_is(const ngx_table_elt_t& h, std::string_view name) noexcept {
+    return h.key.len == name.size() &&
+           ngx_strncasecmp(h.key.data, reinterpret_cast<u_char*>(const_cast<char*>(name.data())),
+                           name.size()) == 0;
+}
+
+const ngx_table_elt_t* find_request_header(ngx_http_request_t* r, std::string_view name) noexcept {
+    for (ngx_list_part_t* part = &r->headers_in.headers.part; part != nullptr; part = part->next) {
+        auto* h = static_cast<ngx_table_elt_t*>(part->elts);
+        for (ngx_uint_t i = 0; i < part->nelts; ++i) {
+            if (h[i].hash != 0 && header_name_is(h[i], name)) {
+                return &h[i];
+            }
+        }
+    }
+    return nullptr;
+}
+
+std::optional<std::string_view> find_cookie_in_request(ngx_http_request_t* r,
+                                                       std::string_view name) noexcept {
+#if defined(nginx_version) && nginx_version >= 1023000
+    // nginx 1.23 keeps every Cookie header in one linked list.
+    for (ngx_table_elt_t* h = r->headers_in.cookie; h != nullptr; h = h->next) {
+        if (auto v = core::find_cookie(to_view(h->value), name)) return v;
+    }
+#else
+    auto** h = static_cast<ngx_table_elt_t**>(r->headers_in.cookies.elts);
+    for (ngx_uint_t i = 0; i < r->headers_in.cookies.nelts; ++i) {
+        if (auto v = core::find_cookie(to_view(h[i]->value), name)) return v;
+    }
+#endif
+    return std::nullopt;
+}
+
+// The first configured source present in the request wins, valid or not.
+std::optional<std::string_view> extract_token(ngx_http_request_t* r, const LocConf* lcf) noexcept {
+    auto* sources = static_cast<TokenSource*>(lcf->token_sources->elts);
+    for (ngx_uint_t i = 0; i < lcf->token_sources->nelts; ++i) {
+        const TokenSource& source = sources[i];
+        switch (source.kind) {
+            case TokenSourceKind::cookie:
+                if (auto v = find_cookie_in_request(r, to_view(source.name))) return v;
+                break;
+            case TokenSourceKind::header:
+                if (auto* h = find_request_header(r, to_view(source.name))) {
+                    return to_view(h->value);
+                }
+                break;
+            case TokenSourceKind::bearer:
+                if (r->headers_in.authorization != nullptr) {
+                    if (auto v = core::parse_bearer(to_view(r->headers_in.authorization->value))) {
+                        return v;
+                    }
+                    // An Authorization header of another scheme is not ours.
+                }
+                break;
+        }
+    }
+    return std::nullopt;
+}
+
+bool is_navigation(ngx_http_request_t* r) noexcept {
+    if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
+        return false;
+    }
+    if (auto* mode = find_request_header(r, "Sec-Fetch-Mode")) {
+        if (to_view(mode->value) == "navigate") return true;
+    }
+    if (auto* accept = find_request_header(r, "Accept")) {
+        return to_view(accept->value).find("text/html") != std::string_view::npos;
+    }
+    return false;
+}
+
+ngx_table_elt_t* push_response_header(ngx_http_request_t* r, ngx_str_t key,
+                                      ngx_str_t value) noexcept {
+    auto* h = static_cast<ngx_table_elt_t*>(ngx_list_push(&r->headers_out.headers));
+    if (h == nullptr) {
+        return nullptr;
+    }
+    h->hash = 1;
+    h->key = key;
+    h->value = value;
+    h->lowcase_key = nullptr;
+#if defined(nginx_version) && nginx_version >= 1023000
+    h->next = nullptr;
+#endif
+    return h;
+}
+
+ngx_int_t unauthenticated(ngx_http_request_t* r, const LocConf* lcf, Outcome outcome) noexcept {
+    if (lcf->redirect != nullptr && is_navigation(r)) {
+        ngx_str_t url;
+        if (ngx_http_complex_value(r, lcf->redirect, &url) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        ngx_http_clear_location(r);
+        r->headers_out.location = push_response_header(r, literal("Location"), url);
+        if (r->headers_out.location == nullptr) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        return NGX_HTTP_MOVED_TEMPORARILY;
+    }
+    if (lcf->bearer_configured) {
+        // RFC 6750: no error code when no credentials were sent.
+        ngx_str_t challenge = outcome == Outcome::missing
+                                  ? literal("Bearer")
+                                  : literal("Bearer error=\"invalid_token\"");
+        r->headers_out.www_authenticate =
+            push_response_header(r, literal("WWW-Authenticate"), challenge);
+        if (r->headers_out.www_authenticate == nullptr) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return NGX_HTTP_UNAUTHORIZED;
+}
+
+void touch_session(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lcf,
+                   std::int64_t now) noexcept {
+    redis_touch(to_view(ctx->session_key), now, static_cast<std::int64_t>(lcf->touch));
+    if (lcf->cache_zone == nullptr) {
+        return;
+    }
+    // Record the touch in the cache too, so that cache hits do not touch
+    // again within the interval.
+    u_char digits[NGX_INT64_LEN];
+    u_char* end = ngx_sprintf(digits, "%L", now);
+    core::LookupRecord touched = ctx->record;
+    touched.session[static_cast<std::size_t>(core::SessionField::last_active_at)] =
+        std::string_view(reinterpret_cast<char*>(digits), end - digits);
+    std::size_t len = core::flat_size(touched);
+    auto* flat = static_cast<unsigned char*>(ngx_pnalloc(r->pool, len));
+    if (flat != nullptr) {
+        core::flat_encode(touched, flat);
+        cache_replace_keep_expiry(lcf->cache_zone, to_view(ctx->token), flat, len);
+    }
+}
+
+// Turns an outcome into the access handler's answer; also what $session_*
+// will say.
+ngx_int_t conclude(ngx_http_request_t* r, RequestCtx* ctx, Outcome outcome) noexcept {
+    const LocConf* lcf = loc_conf(r);
+    ctx->outcome = outcome;
+    ctx->done = true;
+    ctx->has_record = ctx->has_record &&
+                      (outcome == Outcome::ok || outcome == Outcome::stale ||
+                       outcome == Outcome::forbidden);
+    count_check(outcome);
+
+    switch (outcome) {
+        case Outcome::ok:
+        case Outcome::stale:
+            ctx->rc = NGX_OK;
+            break;
+        case Outcome::forbidden:
+            ctx->rc = NGX_HTTP_FORBIDDEN;
+            break;
+        case Outcome::error:
+            // open: the request goes on as anonymous; other access modules
+            // (satisfy any) still decide.
+            ctx->rc = lcf->fail_mode == kFailOpen ? NGX_DECLINED : NGX_HTTP_SERVICE_UNAVAILABLE;
+            break;
+        default:
+            ctx->rc = unauthenticated(r, lcf, outcome);
+            break;
+    }
+    return ctx->rc;
+}
+
+core::Policy policy_of(const LocConf* lcf) noexcept {
+    core::Policy policy;
+    if (lcf->required_roles != nullptr) {
+        policy.required_roles = static_cast<std::string_view*>(lcf->required_roles->elts);
+        policy.required_role_count = lcf->required_roles->nelts;
+    }
+    policy.touch_interval_ms = static_cast<std::int64_t>(lcf->touch);
+    return policy;
+}
+
+// Judges a record held in `flat` (request pool). `from_stale`: an expired
+// cache entry honoured because Redis could not answer.
+ngx_int_t judge(ngx_http_request_t* r, RequestCtx* ctx, const unsigned char* flat,
+                std::size_t flat_len, bool from_stale) noexcept {
+    if (!core::flat_decode(flat, flat_len, ctx->record)) {
+        return conclude(r, ctx, Outcome::error);
+    }
+    ctx->has_record = true;
+    const LocConf* lcf = loc_conf(r);
+    std::int64_t now = now_ms();
+    core::Verdict verdict = core::evaluate(ctx->record, now, policy_of(lcf));
+    if (verdict.outcome == Outcome::ok && from_stale) {
+        return conclude(r, ctx, Outcome::stale);
+    }
+    if (verdict.touch && !from_stale) {
+        touch_session(r, ctx, lcf, now);
+    }
+    return conclude(r, ctx, verdict.outcome);
+}
+
+ngx_int_t redis_unavailable(ngx_http_request_t* r, RequestCtx* ctx) noexcept {
+    if (ctx->stale_flat != nullptr) {
+        return judge(r, ctx, ctx->stale_flat, ctx->stale_flat_len, true);
+    }
+    return conclude(r, ctx, Outcome::error);
+}
+
+bool session_absent(const core::LookupRecord& record) noexcept {
+    for (const auto& field : record.session) {
+        if (field.has_value()) return false;
+    }
+    return true;
+}
+
+ngx_int_t judge_reply(ngx_http_request_t* r, RequestCtx* ctx, const redisReply* reply) noexcept {
+    core::LookupRecord from_reply;
+    if (core::decode_lookup_reply(reply, from_reply) != core::DecodeStatus::ok) {
+        if (reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "session_redis: lookup failed: %*s", static_cast<size_t>(reply->len),
+                          reply->str);
+        }
+        return redis_unavailable(r, ctx);
+    }
+    // Copy out of the reply, which hiredis frees after this callback.
+    std::size_t len = core::flat_size(from_reply);
+    auto* flat = static_cast<unsigned char*>(ngx_pnalloc(r->pool, len));
+    if (flat == nullptr) {
+        return conclude(r, ctx, Outcome::error);
+    }
+    core::flat_encode(from_reply, flat);
+    if (const LocConf* lcf = loc_conf(r); lcf->cache_zone != nullptr) {
+        cache_put(lcf->cache_zone, to_view(ctx->token), flat, len, session_absent(from_reply));
+    }
+    return judge(r, ctx, flat, len, false);
+}
+
+void on_lookup_done(void* owner, const redisReply* reply, LookupFailure failure) noexcept {
+    auto* ctx = static_cast<RequestCtx*>(owner);
+    ngx_http_request_t* r = ctx->request;
+    ctx->lookup = nullptr;
+
+    if (failure == LookupFailure::none) {
+        judge_reply(r, ctx, reply);
+    } else {
+        if (failure == LookupFailure::timeout) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "session_redis: lookup timed out");
+        }
+        redis_unavailable(r, ctx);
+    }
+
+    // Resume from the event loop, outside hiredis's frames: the access phase
+    // runs again and answers ctx->rc.
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+void detach_lookup(void* data) noexcept {
+    auto* ctx = static_cast<RequestCtx*>(data);
+    if (ctx->lookup != nullptr) {
+        redis_detach(ctx->lookup);
+        ctx->lookup = nullptr;
+    }
+}
+
+ngx_str_t build_session_key(ngx_http_request_t* r, std::string_view token) noexcept {
+    const MainConf* mcf = main_conf(r);
+    ngx_str_t key{0, nullptr};
+    std::size_t len = mcf->redis.prefix.len + 5 + token.size();
+    key.data = static_cast<u_char*>(ngx_pnalloc(r->pool, len));
+    if (key.data != nullptr) {
+        u_char* p = ngx_cpymem(key.data, mcf->redis.prefix.data, mcf->redis.prefix.len);
+        p = ngx_cpymem(p, "sess:", 5);
+        ngx_memcpy(p, token.data(), token.size());
+        key.len = len;
+    }
+    return key;
+}
+
+ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
+    void* mem = ngx_pcalloc(r->pool, sizeof(RequestCtx));
+    if (mem == nullptr) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    auto* ctx = new (mem) RequestCtx();
+    ctx->request = r;
+    ngx_http_set_ctx(r, ctx, ngx_session_module);
+
+    std::optional<std::string_view> token = extract_token(r, lcf);
+    if (!token) {
+        return conclude(r, ctx, Outcome::missing);
+    }
+    if (!core::is_valid_token(*token)) {
+        return conclude(r, ctx, Outcome::invalid);
+    }
+    ctx->token = copy_to_pool(r->pool, *token);
+    ctx->session_key = build_session_key(r, *token);
+    if (ctx->token.data == nullptr || ctx->session_key.data == nullptr) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (lcf->cache_zone != nullptr) {
+        CacheRead cached = cache_get(lcf->cache_zone, to_view(ctx->token), r->pool);
+        count_cache(cached.state == CacheState::fresh);
+        if (cached.state == CacheState::fresh) {
+            return judge(r, ctx, cached.flat, cached.flat_len, false);
+        }
+        if (cached.state == CacheState::stale) {
+            ctx->stale_flat = cached.flat;
+            ctx->stale_flat_len = cached.flat_len;
+        }
+    }
+
+    ngx_pool_cleanup_t* cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == nullptr) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    cln->handler = detach_lookup;
+    cln->data = ctx;
+
+    ctx->lookup = redis_lookup(to_view(ctx->session_key), ctx, on_lookup_done);
+    if (ctx->lookup == nullptr) {
+        count_redis_error();
+        return redis_unavailable(r, ctx);
+    }
+    // Notice a client that goes away while we wait; the pool cleanup then
+    // detaches the lookup.
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+    return NGX_AGAIN;
+}
+
+}  // namespace
+
+ngx_int_t access_handler(ngx_http_request_t* r) noexcept {
+    if (r != r->main) {
+        return NGX_DECLINED;  // subrequests inherit the main request's verdict
+    }
+    const LocConf* lcf = loc_conf(r);
+    if (!lcf->check) {
+        return NGX_DECLINED;
+    }
+    if (RequestCtx* ctx = request_ctx(r); ctx != nullptr) {
+        return ctx->done ? ctx->rc : NGX_AGAIN;
+    }
+    return start_check(r, lcf);
+}
+
+}  // namespace session::ngx

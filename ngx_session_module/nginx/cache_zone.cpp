@@ -1,0 +1,328 @@
+#include "nginx/cache_zone.hpp"
+
+#include <cstddef>
+#include <new>
+
+#include "nginx/conf.hpp"
+
+namespace session::ngx {
+namespace {
+
+// Everything below lives in shared memory: plain data, offsets valid in
+// every worker because the zone is mapped before fork().
+struct Entry {
+    ngx_queue_t lru;
+    ngx_msec_t fresh_until;  // ngx_current_msec (monotonic, shared by workers)
+    ngx_msec_t stale_until;
+    std::uint32_t token_len;
+    std::uint32_t flat_len;
+    u_char data[1];  // token, then flat record
+};
+
+struct CacheShared {
+    ngx_rbtree_t rbtree;
+    ngx_rbtree_node_t sentinel;
+    ngx_queue_t lru;  // most recently used first
+};
+
+// Per cycle, in the configuration pool; zone->data points here.
+struct CacheZone {
+    CacheShared* sh;
+    ngx_slab_pool_t* shpool;
+    ngx_str_t name;
+    ngx_msec_t ttl;
+    ngx_msec_t negative_ttl;
+    ngx_msec_t stale;
+};
+
+Entry* entry_of(ngx_rbtree_node_t* node) noexcept { return reinterpret_cast<Entry*>(node + 1); }
+
+ngx_rbtree_node_t* node_of(Entry* entry) noexcept {
+    return reinterpret_cast<ngx_rbtree_node_t*>(entry) - 1;
+}
+
+std::string_view token_of(const Entry* e) noexcept {
+    return {reinterpret_cast<const char*>(e->data), e->token_len};
+}
+
+bool msec_reached(ngx_msec_t now, ngx_msec_t deadline) noexcept {
+    return static_cast<ngx_msec_int_t>(now - deadline) >= 0;
+}
+
+void insert_value(ngx_rbtree_node_t* temp, ngx_rbtree_node_t* node,
+                  ngx_rbtree_node_t* sentinel) noexcept {
+    for (;;) {
+        ngx_rbtree_node_t** p;
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+        } else {
+            p = (token_of(entry_of(node)) < token_of(entry_of(temp))) ? &temp->left
+                                                                       : &temp->right;
+        }
+        if (*p == sentinel) {
+            *p = node;
+            break;
+        }
+        temp = *p;
+    }
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+Entry* find_locked(CacheZone* z, uint32_t hash, std::string_view token) noexcept {
+    ngx_rbtree_node_t* node = z->sh->rbtree.root;
+    ngx_rbtree_node_t* sentinel = z->sh->rbtree.sentinel;
+    while (node != sentinel) {
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+        Entry* e = entry_of(node);
+        int cmp = token.compare(token_of(e));
+        if (cmp == 0) {
+            return e;
+        }
+        node = (cmp < 0) ? node->left : node->right;
+    }
+    return nullptr;
+}
+
+void delete_locked(CacheZone* z, Entry* e) noexcept {
+    ngx_queue_remove(&e->lru);
+    ngx_rbtree_node_t* node = node_of(e);
+    ngx_rbtree_delete(&z->sh->rbtree, node);
+    ngx_slab_free_locked(z->shpool, node);
+}
+
+// Frees entries past their stale window from the LRU tail; with `force`,
+// frees the least recently used entry whatever its age (out of memory).
+void expire_locked(CacheZone* z, bool force, ngx_uint_t max) noexcept {
+    ngx_msec_t now = ngx_current_msec;
+    for (ngx_uint_t n = 0; n < max && !ngx_queue_empty(&z->sh->lru); ++n) {
+        ngx_queue_t* q = ngx_queue_last(&z->sh->lru);
+        Entry* e = ngx_queue_data(q, Entry, lru);
+        if (!force && !msec_reached(now, e->stale_until)) {
+            return;
+        }
+        force = false;
+        delete_locked(z, e);
+    }
+}
+
+Entry* alloc_locked(CacheZone* z, std::size_t token_len, std::size_t flat_len) noexcept {
+    std::size_t size = sizeof(ngx_rbtree_node_t) + offsetof(Entry, data) + token_len + flat_len;
+    void* mem = ngx_slab_alloc_locked(z->shpool, size);
+    for (int attempt = 0; mem == nullptr && attempt < 8 && !ngx_queue_empty(&z->sh->lru);
+         ++attempt) {
+        expire_locked(z, true, 1);
+        mem = ngx_slab_alloc_locked(z->shpool, size);
+    }
+    if (mem == nullptr) {
+        return nullptr;
+    }
+    return entry_of(static_cast<ngx_rbtree_node_t*>(mem));
+}
+
+void store_locked(CacheZone* z, std::uint32_t hash, std::string_view token,
+                  const unsigned char* flat, std::size_t flat_len, ngx_msec_t fresh_until,
+                  ngx_msec_t stale_until) noexcept {
+    Entry* e = alloc_locked(z, token.size(), flat_len);
+    if (e == nullptr) {
+        return;
+    }
+    e->fresh_until = fresh_until;
+    e->stale_until = stale_until;
+    e->token_len = static_cast<std::uint32_t>(token.size());
+    e->flat_len = static_cast<std::uint32_t>(flat_len);
+    ngx_memcpy(e->data, token.data(), token.size());
+    ngx_memcpy(e->data + token.size(), flat, flat_len);
+    ngx_rbtree_node_t* node = node_of(e);
+    node->key = hash;
+    ngx_rbtree_insert(&z->sh->rbtree, node);
+    ngx_queue_insert_head(&z->sh->lru, &e->lru);
+}
+
+std::uint32_t hash_of(std::string_view token) noexcept {
+    return ngx_crc32_short(reinterpret_cast<u_char*>(const_cast<char*>(token.data())),
+                           token.size());
+}
+
+ngx_int_t init_zone(ngx_shm_zone_t* shm_zone, void* old_data) noexcept {
+    auto* z = static_cast<CacheZone*>(shm_zone->data);
+    if (old_data != nullptr) {
+        auto* old = static_cast<CacheZone*>(old_data);
+        z->sh = old->sh;  // reload: keep the entries
+        z->shpool = old->shpool;
+        return NGX_OK;
+    }
+    z->shpool = reinterpret_cast<ngx_slab_pool_t*>(shm_zone->shm.addr);
+    if (shm_zone->shm.exists) {
+        z->sh = static_cast<CacheShared*>(z->shpool->data);
+        return NGX_OK;
+    }
+    z->sh = static_cast<CacheShared*>(ngx_slab_alloc(z->shpool, sizeof(CacheShared)));
+    if (z->sh == nullptr) {
+        return NGX_ERROR;
+    }
+    z->shpool->data = z->sh;
+    ngx_rbtree_init(&z->sh->rbtree, &z->sh->sentinel, insert_value);
+    ngx_queue_init(&z->sh->lru);
+
+    static const char kLogCtx[] = " in session_cache_zone \"";
+    std::size_t len = sizeof(kLogCtx) - 1 + z->name.len + 2;
+    z->shpool->log_ctx = static_cast<u_char*>(ngx_slab_alloc(z->shpool, len));
+    if (z->shpool->log_ctx == nullptr) {
+        return NGX_ERROR;
+    }
+    ngx_sprintf(z->shpool->log_ctx, " in session_cache_zone \"%V\"%Z", &z->name);
+    z->shpool->log_nomem = 0;  // a full cache evicts; not worth a log line
+    return NGX_OK;
+}
+
+bool parse_msec_param(ngx_str_t* value, std::size_t prefix_len, ngx_msec_t* out) noexcept {
+    ngx_str_t s{value->len - prefix_len, value->data + prefix_len};
+    ngx_int_t ms = ngx_parse_time(&s, 0);
+    if (ms == NGX_ERROR) {
+        return false;
+    }
+    *out = static_cast<ngx_msec_t>(ms);
+    return true;
+}
+
+}  // namespace
+
+char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void*) noexcept {
+    auto* value = static_cast<ngx_str_t*>(cf->args->elts);
+
+    u_char* colon = static_cast<u_char*>(ngx_strlchr(value[1].data, value[1].data + value[1].len,
+                                                     ':'));
+    if (colon == nullptr || colon == value[1].data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone \"%V\" in \"%V\" directive, it must be NAME:SIZE",
+                           &value[1], &cmd->name);
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    ngx_str_t name{static_cast<size_t>(colon - value[1].data), value[1].data};
+    ngx_str_t size_text{value[1].len - name.len - 1, colon + 1};
+    ssize_t size = ngx_parse_size(&size_text);
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid zone size \"%V\" in \"%V\" directive",
+                           &value[1], &cmd->name);
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    if (size < static_cast<ssize_t>(8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "session_cache_zone \"%V\" is too small, it must be at least %uz",
+                           &value[1], static_cast<size_t>(8 * ngx_pagesize));
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+
+    auto* z = static_cast<CacheZone*>(ngx_pcalloc(cf->pool, sizeof(CacheZone)));
+    if (z == nullptr) {
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    z->name = name;
+    z->ttl = 5000;
+    z->negative_ttl = 1000;
+    z->stale = 0;
+
+    for (ngx_uint_t i = 2; i < cf->args->nelts; ++i) {
+        std::string_view arg = to_view(value[i]);
+        bool ok;
+        if (arg.rfind("ttl=", 0) == 0) {
+            ok = parse_msec_param(&value[i], 4, &z->ttl) && z->ttl > 0;
+        } else if (arg.rfind("negative_ttl=", 0) == 0) {
+            ok = parse_msec_param(&value[i], 13, &z->negative_ttl);
+        } else if (arg.rfind("stale=", 0) == 0) {
+            ok = parse_msec_param(&value[i], 6, &z->stale);
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\" in \"%V\" directive",
+                               &value[i], &cmd->name);
+            return static_cast<char*>(NGX_CONF_ERROR);
+        }
+        if (!ok) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid value \"%V\" in \"%V\" directive",
+                               &value[i], &cmd->name);
+            return static_cast<char*>(NGX_CONF_ERROR);
+        }
+    }
+
+    ngx_shm_zone_t* shm_zone = ngx_shared_memory_add(cf, &name, size, &ngx_session_module);
+    if (shm_zone == nullptr) {
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    if (shm_zone->data != nullptr) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "duplicate zone \"%V\" in \"%V\" directive",
+                           &name, &cmd->name);
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    shm_zone->init = init_zone;
+    shm_zone->data = z;
+    return NGX_CONF_OK;
+}
+
+CacheRead cache_get(ngx_shm_zone_t* zone, std::string_view token, ngx_pool_t* pool) noexcept {
+    CacheRead out;
+    auto* z = static_cast<CacheZone*>(zone->data);
+    std::uint32_t hash = hash_of(token);
+    ngx_msec_t now = ngx_current_msec;
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+    Entry* e = find_locked(z, hash, token);
+    if (e != nullptr) {
+        if (msec_reached(now, e->stale_until)) {
+            delete_locked(z, e);
+        } else {
+            auto* copy = static_cast<unsigned char*>(ngx_pnalloc(pool, e->flat_len + 1));
+            if (copy != nullptr) {
+                ngx_memcpy(copy, e->data + e->token_len, e->flat_len);
+                out.flat = copy;
+                out.flat_len = e->flat_len;
+                out.state =
+                    msec_reached(now, e->fresh_until) ? CacheState::stale : CacheState::fresh;
+                ngx_queue_remove(&e->lru);
+                ngx_queue_insert_head(&z->sh->lru, &e->lru);
+            }
+        }
+    }
+    ngx_shmtx_unlock(&z->shpool->mutex);
+    return out;
+}
+
+void cache_put(ngx_shm_zone_t* zone, std::string_view token, const unsigned char* flat,
+               std::size_t flat_len, bool negative) noexcept {
+    auto* z = static_cast<CacheZone*>(zone->data);
+    ngx_msec_t ttl = negative ? z->negative_ttl : z->ttl;
+    if (ttl == 0) {
+        return;
+    }
+    std::uint32_t hash = hash_of(token);
+    ngx_msec_t now = ngx_current_msec;
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+    expire_locked(z, false, 2);
+    if (Entry* old = find_locked(z, hash, token); old != nullptr) {
+        delete_locked(z, old);
+    }
+    store_locked(z, hash, token, flat, flat_len, now + ttl, now + ttl + z->stale);
+    ngx_shmtx_unlock(&z->shpool->mutex);
+}
+
+void cache_replace_keep_expiry(ngx_shm_zone_t* zone, std::string_view token,
+                               const unsigned char* flat, std::size_t flat_len) noexcept {
+    auto* z = static_cast<CacheZone*>(zone->data);
+    std::uint32_t hash = hash_of(token);
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+    if (Entry* old = find_locked(z, hash, token); old != nullptr) {
+        ngx_msec_t fresh_until = old->fresh_until;
+        ngx_msec_t stale_until = old->stale_until;
+        delete_locked(z, old);
+        store_locked(z, hash, token, flat, flat_len, fresh_until, stale_until);
+    }
+    ngx_shmtx_unlock(&z->shpool->mutex);
+}
+
+}  // namespace session::ngx

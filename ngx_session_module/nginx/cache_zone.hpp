@@ -1,0 +1,43 @@
+// The session cache: a shared-memory zone (session_cache_zone) that all
+// workers read and write, in the manner of limit_req's zones: a red-black
+// tree keyed by a hash of the token, an LRU queue, a TTL per entry, negative
+// entries with their own TTL, and a stale window for when Redis cannot answer.
+#pragma once
+
+#include "nginx/ngx.hpp"
+
+#include <string_view>
+
+namespace session::ngx {
+
+// Parses `session_cache_zone NAME:SIZE [ttl=] [negative_ttl=] [stale=]`.
+char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
+
+enum class CacheState {
+    miss,
+    fresh,  // within its TTL: use it
+    stale,  // past its TTL but within stale=: use only if Redis cannot answer
+};
+
+struct CacheRead {
+    CacheState state = CacheState::miss;
+    const unsigned char* flat = nullptr;  // copy in the request pool
+    std::size_t flat_len = 0;
+};
+
+// Looks `token` up; a hit is copied into `pool` (the lock is held only for
+// the copy). A pool allocation failure reads as a miss.
+CacheRead cache_get(ngx_shm_zone_t* zone, std::string_view token, ngx_pool_t* pool) noexcept;
+
+// Stores (or replaces) the flat record of `token`. `negative`: the session
+// does not exist, kept for negative_ttl. Failure to allocate is not an
+// error: the entry is simply not cached.
+void cache_put(ngx_shm_zone_t* zone, std::string_view token, const unsigned char* flat,
+               std::size_t flat_len, bool negative) noexcept;
+
+// Replaces the record of an existing entry and keeps its expiry (used after
+// a touch, so that the cache does not touch again, nor live longer).
+void cache_replace_keep_expiry(ngx_shm_zone_t* zone, std::string_view token,
+                               const unsigned char* flat, std::size_t flat_len) noexcept;
+
+}  // namespace session::ngx

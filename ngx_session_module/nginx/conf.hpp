@@ -1,0 +1,66 @@
+// Configuration of ngx_session_module: what the directives in module.cpp
+// fill in, and what the access handler, the Redis link and the zones read.
+#pragma once
+
+#include "nginx/ngx.hpp"
+
+#include <string_view>
+
+extern "C" {
+extern ngx_module_t ngx_session_module;
+}
+
+namespace session::ngx {
+
+// session_redis: where this worker's one Redis connection goes.
+struct RedisConf {
+    ngx_flag_t configured;
+    ngx_str_t address_text;  // as written, for log messages
+    ngx_str_t host;          // numeric IP, NUL-terminated; empty for unix:
+    ngx_int_t port;
+    ngx_str_t unix_path;     // NUL-terminated; empty for TCP
+    ngx_str_t password;      // never logged
+    ngx_int_t db;            // -1: leave the connection's default
+    ngx_msec_t timeout;
+    ngx_msec_t connect_timeout;
+    ngx_str_t prefix;
+};
+
+struct MainConf {
+    RedisConf redis;
+    ngx_shm_zone_t* metrics_zone;  // created with session_redis
+};
+
+enum class TokenSourceKind : ngx_uint_t { cookie, header, bearer };
+
+struct TokenSource {
+    TokenSourceKind kind;
+    ngx_str_t name;  // cookie or header name; empty for bearer
+};
+
+enum FailMode : ngx_uint_t { kFailClosed = 0, kFailOpen = 1 };
+
+struct LocConf {
+    ngx_flag_t check;
+    ngx_array_t* token_sources;    // of TokenSource
+    ngx_array_t* required_roles;   // of std::string_view, into conf memory
+    ngx_http_complex_value_t* redirect;
+    ngx_uint_t fail_mode;
+    ngx_shm_zone_t* cache_zone;    // nullptr: session_cache off
+    ngx_msec_t touch;              // 0: off
+    ngx_flag_t bearer_configured;  // WWW-Authenticate on 401
+};
+
+inline MainConf* main_conf(ngx_http_request_t* r) noexcept {
+    return static_cast<MainConf*>(ngx_http_get_module_main_conf(r, ngx_session_module));
+}
+
+inline LocConf* loc_conf(ngx_http_request_t* r) noexcept {
+    return static_cast<LocConf*>(ngx_http_get_module_loc_conf(r, ngx_session_module));
+}
+
+inline MainConf* cycle_main_conf(ngx_cycle_t* cycle) noexcept {
+    return static_cast<MainConf*>(ngx_http_cycle_get_module_main_conf(cycle, ngx_session_module));
+}
+
+}  // namespace session::ngx

@@ -1,0 +1,400 @@
+// ngx_session_module: directives, configuration and the module definition.
+// The check itself is in access.cpp; the Redis connection in redis_link.cpp.
+#include "nginx/ngx.hpp"
+
+#include <new>
+
+#include "core/token.hpp"
+#include "nginx/access.hpp"
+#include "nginx/cache_zone.hpp"
+#include "nginx/conf.hpp"
+#include "nginx/metrics_zone.hpp"
+#include "nginx/redis_link.hpp"
+#include "nginx/variables.hpp"
+
+namespace session::ngx {
+namespace {
+
+char* const kConfError = static_cast<char*>(NGX_CONF_ERROR);
+
+bool starts_with(const ngx_str_t& s, std::string_view prefix) noexcept {
+    return to_view(s).substr(0, prefix.size()) == prefix;
+}
+
+ngx_str_t after(const ngx_str_t& s, std::size_t n) noexcept { return {s.len - n, s.data + n}; }
+
+// A NUL-terminated copy, for hiredis's C strings.
+bool copy_cstring(ngx_conf_t* cf, std::string_view from, ngx_str_t* to) noexcept {
+    to->data = static_cast<u_char*>(ngx_pnalloc(cf->pool, from.size() + 1));
+    if (to->data == nullptr) {
+        return false;
+    }
+    ngx_memcpy(to->data, from.data(), from.size());
+    to->data[from.size()] = '\0';
+    to->len = from.size();
+    return true;
+}
+
+char* invalid_parameter(ngx_conf_t* cf, ngx_command_t* cmd, const ngx_str_t& value) noexcept {
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\" in \"%V\" directive",
+                       &value, &cmd->name);
+    return kConfError;
+}
+
+char* invalid_value(ngx_conf_t* cf, ngx_command_t* cmd, const ngx_str_t& value) noexcept {
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid value \"%V\" in \"%V\" directive", &value,
+                       &cmd->name);
+    return kConfError;
+}
+
+bool parse_address(ngx_conf_t* cf, ngx_command_t* cmd, const ngx_str_t& text,
+                   RedisConf* redis) noexcept {
+    ngx_url_t u;
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = text;
+    u.default_port = 6379;
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0 || u.uri.len > 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid address \"%V\" in \"%V\" directive%s%s",
+                           &text, &cmd->name, u.err != nullptr ? ": " : "",
+                           u.err != nullptr ? u.err : "");
+        return false;
+    }
+    redis->address_text = text;
+#if (NGX_HAVE_UNIX_DOMAIN)
+    if (u.family == AF_UNIX) {
+        auto* sun = reinterpret_cast<struct sockaddr_un*>(u.addrs[0].sockaddr);
+        return copy_cstring(cf, sun->sun_path, &redis->unix_path);
+    }
+#endif
+    u_char ip[NGX_SOCKADDR_STRLEN];
+    std::size_t len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, ip,
+                                    NGX_SOCKADDR_STRLEN, 0);
+    redis->port = u.port;
+    return copy_cstring(cf, {reinterpret_cast<char*>(ip), len}, &redis->host);
+}
+
+// session_redis ADDRESS [password=] [db=] [timeout=] [connect_timeout=] [prefix=]
+char* redis_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
+    auto* mcf = static_cast<MainConf*>(conf);
+    if (mcf->redis.configured) {
+        return const_cast<char*>("is duplicate");
+    }
+    auto* value = static_cast<ngx_str_t*>(cf->args->elts);
+    RedisConf& redis = mcf->redis;
+    if (!parse_address(cf, cmd, value[1], &redis)) {
+        return kConfError;
+    }
+    for (ngx_uint_t i = 2; i < cf->args->nelts; ++i) {
+        const ngx_str_t& arg = value[i];
+        if (starts_with(arg, "password=")) {
+            if (arg.len == 9 || !copy_cstring(cf, to_view(after(arg, 9)), &redis.password)) {
+                // Do not echo the value: it is a secret.
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "empty \"password=\" in \"%V\" directive", &cmd->name);
+                return kConfError;
+            }
+        } else if (starts_with(arg, "db=")) {
+            ngx_int_t db = ngx_atoi(arg.data + 3, arg.len - 3);
+            if (db == NGX_ERROR) return invalid_value(cf, cmd, arg);
+            redis.db = db;
+        } else if (starts_with(arg, "timeout=") || starts_with(arg, "connect_timeout=")) {
+            bool connect = starts_with(arg, "connect_");
+            ngx_str_t t = after(arg, connect ? 16 : 8);
+            ngx_int_t ms = ngx_parse_time(&t, 0);
+            if (ms == NGX_ERROR || ms == 0) return invalid_value(cf, cmd, arg);
+            (connect ? redis.connect_timeout : redis.timeout) = static_cast<ngx_msec_t>(ms);
+        } else if (starts_with(arg, "prefix=")) {
+            redis.prefix = after(arg, 7);
+        } else {
+            return invalid_parameter(cf, cmd, arg);
+        }
+    }
+    redis.configured = 1;
+    mcf->metrics_zone = add_metrics_zone(cf);
+    return mcf->metrics_zone != nullptr ? NGX_CONF_OK : kConfError;
+}
+
+// session_token cookie=NAME | header=NAME | bearer ...
+char* token_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
+    auto* lcf = static_cast<LocConf*>(conf);
+    if (lcf->token_sources != nullptr) {
+        return const_cast<char*>("is duplicate");
+    }
+    lcf->token_sources = ngx_array_create(cf->pool, cf->args->nelts - 1, sizeof(TokenSource));
+    if (lcf->token_sources == nullptr) {
+        return kConfError;
+    }
+    auto* value = static_cast<ngx_str_t*>(cf->args->elts);
+    for (ngx_uint_t i = 1; i < cf->args->nelts; ++i) {
+        auto* source = static_cast<TokenSource*>(ngx_array_push(lcf->token_sources));
+        if (source == nullptr) {
+            return kConfError;
+        }
+        const ngx_str_t& arg = value[i];
+        if (to_view(arg) == "bearer") {
+            *source = {TokenSourceKind::bearer, {0, nullptr}};
+        } else if (starts_with(arg, "cookie=") && arg.len > 7) {
+            *source = {TokenSourceKind::cookie, after(arg, 7)};
+        } else if (starts_with(arg, "header=") && arg.len > 7) {
+            *source = {TokenSourceKind::header, after(arg, 7)};
+        } else {
+            return invalid_parameter(cf, cmd, arg);
+        }
+    }
+    return NGX_CONF_OK;
+}
+
+// session_require_role ROLE ...
+char* require_role_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
+    auto* lcf = static_cast<LocConf*>(conf);
+    if (lcf->required_roles != nullptr) {
+        return const_cast<char*>("is duplicate");
+    }
+    lcf->required_roles =
+        ngx_array_create(cf->pool, cf->args->nelts - 1, sizeof(std::string_view));
+    if (lcf->required_roles == nullptr) {
+        return kConfError;
+    }
+    auto* value = static_cast<ngx_str_t*>(cf->args->elts);
+    for (ngx_uint_t i = 1; i < cf->args->nelts; ++i) {
+        std::string_view role = to_view(value[i]);
+        if (role.empty() || role.find_first_of(" \t") != std::string_view::npos) {
+            return invalid_value(cf, cmd, value[i]);
+        }
+        void* slot = ngx_array_push(lcf->required_roles);
+        if (slot == nullptr) {
+            return kConfError;
+        }
+        new (slot) std::string_view(role);
+    }
+    return NGX_CONF_OK;
+}
+
+// session_cache NAME | off
+char* cache_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
+    auto* lcf = static_cast<LocConf*>(conf);
+    if (lcf->cache_zone != NGX_CONF_UNSET_PTR) {
+        return const_cast<char*>("is duplicate");
+    }
+    auto* value = static_cast<ngx_str_t*>(cf->args->elts);
+    if (to_view(value[1]) == "off") {
+        lcf->cache_zone = nullptr;
+        return NGX_CONF_OK;
+    }
+    // Size 0: a reference, resolved against session_cache_zone in merge.
+    lcf->cache_zone = ngx_shared_memory_add(cf, &value[1], 0, &ngx_session_module);
+    return lcf->cache_zone != nullptr ? NGX_CONF_OK : kConfError;
+}
+
+// session_touch TIME | off
+char* touch_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
+    auto* lcf = static_cast<LocConf*>(conf);
+    if (lcf->touch != NGX_CONF_UNSET_MSEC) {
+        return const_cast<char*>("is duplicate");
+    }
+    auto* value = static_cast<ngx_str_t*>(cf->args->elts);
+    if (to_view(value[1]) == "off") {
+        lcf->touch = 0;
+        return NGX_CONF_OK;
+    }
+    ngx_int_t ms = ngx_parse_time(&value[1], 0);
+    if (ms == NGX_ERROR || ms < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive, it must be at least 1s",
+                           &value[1], &cmd->name);
+        return kConfError;
+    }
+    lcf->touch = static_cast<ngx_msec_t>(ms);
+    return NGX_CONF_OK;
+}
+
+char* metrics_directive(ngx_conf_t* cf, ngx_command_t*, void*) noexcept {
+    auto* clcf = static_cast<ngx_http_core_loc_conf_t*>(
+        ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
+    clcf->handler = metrics_handler;
+    return NGX_CONF_OK;
+}
+
+ngx_conf_enum_t kFailModes[] = {
+    {ngx_string("closed"), kFailClosed},
+    {ngx_string("open"), kFailOpen},
+    {ngx_null_string, 0},
+};
+
+ngx_command_t kCommands[] = {
+    {ngx_string("session_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, redis_directive,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_cache_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+     cache_zone_directive, 0, 0, nullptr},
+    {ngx_string("session_check"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG,
+     ngx_conf_set_flag_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, check), nullptr},
+    {ngx_string("session_token"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE, token_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_require_role"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE,
+     require_role_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_redirect"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+     ngx_http_set_complex_value_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, redirect),
+     nullptr},
+    {ngx_string("session_fail_mode"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+     ngx_conf_set_enum_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, fail_mode), kFailModes},
+    {ngx_string("session_cache"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1, cache_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_touch"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1, touch_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, metrics_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    ngx_null_command,
+};
+
+void* create_main_conf(ngx_conf_t* cf) noexcept {
+    auto* mcf = static_cast<MainConf*>(ngx_pcalloc(cf->pool, sizeof(MainConf)));
+    if (mcf == nullptr) {
+        return nullptr;
+    }
+    mcf->redis.db = -1;
+    mcf->redis.timeout = 50;
+    mcf->redis.connect_timeout = 200;
+    return mcf;
+}
+
+void* create_loc_conf(ngx_conf_t* cf) noexcept {
+    auto* lcf = static_cast<LocConf*>(ngx_pcalloc(cf->pool, sizeof(LocConf)));
+    if (lcf == nullptr) {
+        return nullptr;
+    }
+    // pcalloc leaves token_sources, required_roles, redirect null: unset.
+    lcf->check = NGX_CONF_UNSET;
+    lcf->fail_mode = NGX_CONF_UNSET_UINT;
+    lcf->cache_zone = static_cast<ngx_shm_zone_t*>(NGX_CONF_UNSET_PTR);
+    lcf->touch = NGX_CONF_UNSET_MSEC;
+    return lcf;
+}
+
+// Without session_token: Clerk's cookie, then Authorization: Bearer.
+ngx_array_t* default_token_sources(ngx_conf_t* cf) noexcept {
+    ngx_array_t* sources = ngx_array_create(cf->pool, 2, sizeof(TokenSource));
+    if (sources == nullptr) {
+        return nullptr;
+    }
+    auto* cookie = static_cast<TokenSource*>(ngx_array_push(sources));
+    auto* bearer = static_cast<TokenSource*>(ngx_array_push(sources));
+    if (cookie == nullptr || bearer == nullptr) {
+        return nullptr;
+    }
+    *cookie = {TokenSourceKind::cookie, literal("__session")};
+    *bearer = {TokenSourceKind::bearer, {0, nullptr}};
+    return sources;
+}
+
+char* merge_loc_conf(ngx_conf_t* cf, void* parent_ptr, void* child_ptr) noexcept {
+    auto* prev = static_cast<LocConf*>(parent_ptr);
+    auto* conf = static_cast<LocConf*>(child_ptr);
+
+    ngx_conf_merge_value(conf->check, prev->check, 0);
+    ngx_conf_merge_uint_value(conf->fail_mode, prev->fail_mode, kFailClosed);
+    ngx_conf_merge_ptr_value(conf->cache_zone, prev->cache_zone, nullptr);
+    ngx_conf_merge_msec_value(conf->touch, prev->touch, 0);
+    if (conf->redirect == nullptr) conf->redirect = prev->redirect;
+    if (conf->required_roles == nullptr) conf->required_roles = prev->required_roles;
+    if (conf->token_sources == nullptr) {
+        conf->token_sources =
+            prev->token_sources != nullptr ? prev->token_sources : default_token_sources(cf);
+        if (conf->token_sources == nullptr) {
+            return kConfError;
+        }
+        prev->token_sources = conf->token_sources;  // build the default once
+    }
+
+    conf->bearer_configured = 0;
+    auto* sources = static_cast<TokenSource*>(conf->token_sources->elts);
+    for (ngx_uint_t i = 0; i < conf->token_sources->nelts; ++i) {
+        if (sources[i].kind == TokenSourceKind::bearer) conf->bearer_configured = 1;
+    }
+
+    if (conf->cache_zone != nullptr && conf->cache_zone->data == nullptr) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown session_cache_zone \"%V\" in \"session_cache\" directive",
+                           &conf->cache_zone->shm.name);
+        return kConfError;
+    }
+    if (conf->check == 1) {
+        auto* mcf = static_cast<MainConf*>(ngx_http_conf_get_module_main_conf(cf, ngx_session_module));
+        if (!mcf->redis.configured) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"session_check\" is on, but no \"session_redis\" is set in the "
+                               "http block");
+            return kConfError;
+        }
+    }
+    return NGX_CONF_OK;
+}
+
+ngx_int_t preconfiguration(ngx_conf_t* cf) noexcept { return add_variables(cf); }
+
+ngx_int_t postconfiguration(ngx_conf_t* cf) noexcept {
+    auto* cmcf = static_cast<ngx_http_core_main_conf_t*>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
+    auto* h = static_cast<ngx_http_handler_pt*>(
+        ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers));
+    if (h == nullptr) {
+        return NGX_ERROR;
+    }
+    *h = access_handler;
+    return NGX_OK;
+}
+
+ngx_int_t init_process(ngx_cycle_t* cycle) noexcept {
+    // Workers only: not the cache manager or loader (they run init_process
+    // too), and never the master.
+    if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE) {
+        return NGX_OK;
+    }
+    if (cycle->conf_ctx[ngx_http_module.index] == nullptr) {
+        return NGX_OK;  // no http block
+    }
+    const MainConf* mcf = cycle_main_conf(cycle);
+    if (mcf == nullptr || !mcf->redis.configured) {
+        return NGX_OK;
+    }
+    bind_metrics(mcf->metrics_zone);
+    register_worker();
+    redis_start(cycle, mcf);
+    return NGX_OK;
+}
+
+void exit_process(ngx_cycle_t*) noexcept {
+    redis_stop();
+    unregister_worker();
+}
+
+ngx_http_module_t kModuleCtx = {
+    preconfiguration, postconfiguration, create_main_conf, nullptr, nullptr, nullptr,
+    create_loc_conf,  merge_loc_conf,
+};
+
+}  // namespace
+}  // namespace session::ngx
+
+extern "C" {
+ngx_module_t ngx_session_module = {
+    NGX_MODULE_V1,
+    &session::ngx::kModuleCtx,
+    session::ngx::kCommands,
+    NGX_HTTP_MODULE,
+    nullptr,                        // init master
+    nullptr,                        // init module
+    session::ngx::init_process,     // init process
+    nullptr,                        // init thread
+    nullptr,                        // exit thread
+    session::ngx::exit_process,     // exit process
+    nullptr,                        // exit master
+    NGX_MODULE_V1_PADDING,
+};
+}

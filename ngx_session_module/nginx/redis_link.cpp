@@ -1,0 +1,534 @@
+#include "nginx/redis_link.hpp"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "core/redis_scripts.hpp"
+#include "nginx/metrics_zone.hpp"
+
+namespace session::ngx {
+
+struct Lookup {
+    void* owner = nullptr;  // nullptr once detached
+    LookupDone done = nullptr;
+    std::string key;
+    ngx_event_t timer{};
+    timespec sent{};
+    bool finished = false;  // `done` already ran (timeout or failure)
+    bool retried_with_eval = false;
+};
+
+namespace {
+
+constexpr ngx_msec_t kFirstBackoffMs = 100;
+constexpr ngx_msec_t kMaxBackoffMs = 2000;
+
+enum class LinkState { disconnected, connecting, connected };
+
+class Link {
+public:
+    Link(ngx_cycle_t* cycle, const MainConf* conf)
+        : conf_(&conf->redis),
+          log_(cycle->log),
+          lookup_sha_(core::script_sha1(core::kLookupScript)),
+          touch_sha_(core::script_sha1(core::kTouchScript)) {
+        init_timer(&reconnect_timer_, on_reconnect_timer);
+        init_timer(&connect_timer_, on_connect_timer);
+    }
+
+    void start() noexcept { connect(); }
+
+    void stop() noexcept {
+        stopping_ = true;
+        if (reconnect_timer_.timer_set) {
+            ngx_del_timer(&reconnect_timer_);
+        }
+        if (connect_timer_.timer_set) {
+            ngx_del_timer(&connect_timer_);
+        }
+        drop("worker exiting");
+    }
+
+    Lookup* lookup(std::string_view session_key, void* owner, LookupDone done) noexcept;
+    void touch(std::string_view session_key, std::int64_t now_ms, std::int64_t interval_ms) noexcept;
+
+private:
+    void init_timer(ngx_event_t* ev, ngx_event_handler_pt handler) noexcept {
+        ev->handler = handler;
+        ev->data = this;
+        ev->log = log_;
+        ev->cancelable = 1;  // graceful shutdown does not wait for these
+    }
+
+    void connect() noexcept;
+    bool attach(redisAsyncContext* ac) noexcept;
+    void send_handshake() noexcept;
+    void drop(const char* reason) noexcept;
+    void schedule_reconnect() noexcept;
+    bool send_lookup(Lookup* lookup, bool with_eval) noexcept;
+    void log_failure(const char* what, const char* detail) noexcept;
+
+    static void on_reconnect_timer(ngx_event_t* ev) noexcept;
+    static void on_connect_timer(ngx_event_t* ev) noexcept;
+    static void on_lookup_timeout(ngx_event_t* ev) noexcept;
+    static void on_connect(const redisAsyncContext* ac, int status) noexcept;
+    static void on_disconnect(const redisAsyncContext* ac, int status) noexcept;
+    static void on_handshake_reply(redisAsyncContext* ac, void* reply, void* step) noexcept;
+    static void on_lookup_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+    static void on_touch_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+
+    const RedisConf* conf_;
+    ngx_log_t* log_;
+    std::string lookup_sha_;
+    std::string touch_sha_;
+    redisAsyncContext* ac_ = nullptr;
+    LinkState state_ = LinkState::disconnected;
+    ngx_event_t reconnect_timer_{};
+    ngx_event_t connect_timer_{};
+    ngx_msec_t backoff_ = kFirstBackoffMs;
+    bool stopping_ = false;
+    bool failure_logged_ = false;  // one log line per outage, not per retry
+};
+
+Link* g_link = nullptr;
+
+// --- hiredis <-> nginx events ------------------------------------------------
+// The hiredis fd is wrapped in an ngx_connection_t so that nginx's event
+// module polls it. Level-triggered events: hiredis reads at most one buffer
+// per call, so an edge-triggered read could strand a reply in the socket.
+
+void on_read_event(ngx_event_t* ev) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(ev->data);
+    redisAsyncHandleRead(static_cast<redisAsyncContext*>(c->data));
+}
+
+void on_write_event(ngx_event_t* ev) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(ev->data);
+    redisAsyncHandleWrite(static_cast<redisAsyncContext*>(c->data));
+}
+
+void ev_add_read(void* data) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(data);
+    if (!c->read->active) {
+        ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+void ev_del_read(void* data) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(data);
+    if (c->read->active) {
+        ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+void ev_add_write(void* data) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(data);
+    if (!c->write->active) {
+        ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+void ev_del_write(void* data) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(data);
+    if (c->write->active) {
+        ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+// hiredis is about to close the fd itself: release the nginx side without
+// closing it a second time.
+void ev_cleanup(void* data) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(data);
+    ev_del_read(c);
+    ev_del_write(c);
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+    c->fd = static_cast<ngx_socket_t>(-1);
+    ngx_free_connection(c);
+}
+
+std::int64_t elapsed_us(const timespec& since) noexcept {
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    std::int64_t us = (now.tv_sec - since.tv_sec) * 1000000 + (now.tv_nsec - since.tv_nsec) / 1000;
+    return std::max<std::int64_t>(us, 0);
+}
+
+bool is_noscript(const redisReply* reply) noexcept {
+    return reply != nullptr && reply->type == REDIS_REPLY_ERROR && reply->str != nullptr &&
+           std::strncmp(reply->str, "NOSCRIPT", 8) == 0;
+}
+
+// --- connection lifecycle -----------------------------------------------------
+
+void Link::connect() noexcept {
+    if (stopping_ || ac_ != nullptr) {
+        return;
+    }
+    redisAsyncContext* ac =
+        conf_->unix_path.len > 0
+            ? redisAsyncConnectUnix(reinterpret_cast<const char*>(conf_->unix_path.data))
+            : redisAsyncConnect(reinterpret_cast<const char*>(conf_->host.data),
+                                static_cast<int>(conf_->port));
+    if (ac == nullptr) {
+        log_failure("cannot allocate a connection", "");
+        schedule_reconnect();
+        return;
+    }
+    if (ac->err != 0) {
+        log_failure("connect failed", ac->errstr);
+        redisAsyncFree(ac);
+        schedule_reconnect();
+        return;
+    }
+    if (!attach(ac)) {
+        redisAsyncFree(ac);
+        schedule_reconnect();
+        return;
+    }
+    ac_ = ac;
+    state_ = LinkState::connecting;
+    ngx_add_timer(&connect_timer_, conf_->connect_timeout);
+    send_handshake();
+}
+
+bool Link::attach(redisAsyncContext* ac) noexcept {
+    ngx_connection_t* c = ngx_get_connection(ac->c.fd, log_);
+    if (c == nullptr) {
+        log_failure("no free nginx connection for", "worker_connections exhausted");
+        return false;
+    }
+    c->data = ac;
+    c->log = log_;
+    c->read->log = log_;
+    c->write->log = log_;
+    c->read->handler = on_read_event;
+    c->write->handler = on_write_event;
+
+    ac->data = this;
+    ac->ev.data = c;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    return true;
+}
+
+// Pipelined ahead of any lookup, so every lookup on this connection runs
+// after authentication, database selection and script loading.
+void Link::send_handshake() noexcept {
+    static const char* kAuth = "AUTH";
+    static const char* kSelect = "SELECT";
+    static const char* kLoadLookup = "SCRIPT LOAD lookup";
+    static const char* kLoadTouch = "SCRIPT LOAD touch";
+
+    if (conf_->password.len > 0) {
+        const char* argv[] = {"AUTH", reinterpret_cast<const char*>(conf_->password.data)};
+        std::size_t argvlen[] = {4, conf_->password.len};
+        redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kAuth), 2, argv,
+                              argvlen);
+    }
+    if (conf_->db >= 0) {
+        std::string db = std::to_string(conf_->db);
+        const char* argv[] = {"SELECT", db.c_str()};
+        std::size_t argvlen[] = {6, db.size()};
+        redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kSelect), 2, argv,
+                              argvlen);
+    }
+    const char* lookup_argv[] = {"SCRIPT", "LOAD", core::kLookupScript.data()};
+    std::size_t lookup_len[] = {6, 4, core::kLookupScript.size()};
+    redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kLoadLookup), 3,
+                          lookup_argv, lookup_len);
+    const char* touch_argv[] = {"SCRIPT", "LOAD", core::kTouchScript.data()};
+    std::size_t touch_len[] = {6, 4, core::kTouchScript.size()};
+    redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kLoadTouch), 3, touch_argv,
+                          touch_len);
+}
+
+// Frees the connection now. Every pending callback runs (with no reply)
+// before redisAsyncFree returns. Never called from inside a hiredis callback.
+void Link::drop(const char* reason) noexcept {
+    redisAsyncContext* ac = ac_;
+    ac_ = nullptr;
+    state_ = LinkState::disconnected;
+    set_worker_connected(false);
+    if (connect_timer_.timer_set) {
+        ngx_del_timer(&connect_timer_);
+    }
+    if (ac != nullptr) {
+        if (!stopping_) {
+            ngx_log_error(NGX_LOG_WARN, log_, 0, "session_redis %V: closing connection: %s",
+                          &conf_->address_text, reason);
+        }
+        redisAsyncFree(ac);
+    }
+    schedule_reconnect();
+}
+
+void Link::schedule_reconnect() noexcept {
+    if (stopping_ || reconnect_timer_.timer_set) {
+        return;
+    }
+    ngx_add_timer(&reconnect_timer_, backoff_);
+    backoff_ = std::min(backoff_ * 2, kMaxBackoffMs);
+}
+
+void Link::log_failure(const char* what, const char* detail) noexcept {
+    if (failure_logged_ || stopping_) {
+        return;
+    }
+    failure_logged_ = true;
+    ngx_log_error(NGX_LOG_ERR, log_, 0, "session_redis %V: %s %s (retrying in the background)",
+                  &conf_->address_text, what, detail);
+}
+
+void Link::on_reconnect_timer(ngx_event_t* ev) noexcept {
+    auto* self = static_cast<Link*>(ev->data);
+    count_redis_reconnect();
+    self->connect();
+}
+
+void Link::on_connect_timer(ngx_event_t* ev) noexcept {
+    auto* self = static_cast<Link*>(ev->data);
+    if (self->state_ == LinkState::connecting) {
+        self->log_failure("connect timed out", "");
+        self->drop("connect timed out");
+    }
+}
+
+void Link::on_connect(const redisAsyncContext* ac, int status) noexcept {
+    auto* self = static_cast<Link*>(ac->data);
+    if (self == nullptr || ac != self->ac_) {
+        return;
+    }
+    if (self->connect_timer_.timer_set) {
+        ngx_del_timer(&self->connect_timer_);
+    }
+    if (status != REDIS_OK) {
+        // hiredis frees the context when this callback returns.
+        self->log_failure("connect failed", ac->errstr);
+        self->ac_ = nullptr;
+        self->state_ = LinkState::disconnected;
+        self->schedule_reconnect();
+        return;
+    }
+    self->state_ = LinkState::connected;
+    set_worker_connected(true);
+}
+
+void Link::on_disconnect(const redisAsyncContext* ac, int status) noexcept {
+    auto* self = static_cast<Link*>(ac->data);
+    if (self == nullptr || ac != self->ac_) {
+        return;  // dropped on purpose
+    }
+    self->ac_ = nullptr;
+    self->state_ = LinkState::disconnected;
+    set_worker_connected(false);
+    if (status != REDIS_OK) {
+        self->log_failure("connection lost:", ac->errstr);
+    }
+    self->schedule_reconnect();
+}
+
+void Link::on_handshake_reply(redisAsyncContext* ac, void* reply_ptr, void* step) noexcept {
+    auto* self = static_cast<Link*>(ac->data);
+    auto* reply = static_cast<redisReply*>(reply_ptr);
+    if (self == nullptr || reply == nullptr) {
+        return;  // the connection is going away
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        // Redis's own message names the problem (WRONGPASS, NOAUTH, ...); it
+        // never contains the password.
+        ngx_log_error(NGX_LOG_ERR, self->log_, 0, "session_redis %V: %s failed: %s",
+                      &self->conf_->address_text, static_cast<const char*>(step), reply->str);
+        self->failure_logged_ = true;
+        redisAsyncDisconnect(ac);  // safe inside a callback, unlike free
+        return;
+    }
+    if (std::strncmp(static_cast<const char*>(step), "SCRIPT LOAD touch", 17) == 0) {
+        // The whole handshake went through: the link is healthy again.
+        if (self->failure_logged_) {
+            ngx_log_error(NGX_LOG_NOTICE, self->log_, 0, "session_redis %V: connected",
+                          &self->conf_->address_text);
+        }
+        self->failure_logged_ = false;
+        self->backoff_ = kFirstBackoffMs;
+    }
+}
+
+// --- lookups --------------------------------------------------------------------
+
+bool Link::send_lookup(Lookup* lookup, bool with_eval) noexcept {
+    std::string_view prefix = to_view(conf_->prefix);
+    std::string_view script_or_sha =
+        with_eval ? core::kLookupScript : std::string_view(lookup_sha_);
+    const char* argv[] = {with_eval ? "EVAL" : "EVALSHA", script_or_sha.data(), "1",
+                          lookup->key.data(), prefix.data() != nullptr ? prefix.data() : ""};
+    std::size_t argvlen[] = {with_eval ? 4u : 7u, script_or_sha.size(), 1, lookup->key.size(),
+                             prefix.size()};
+    return redisAsyncCommandArgv(ac_, on_lookup_reply, lookup, 5, argv, argvlen) == REDIS_OK;
+}
+
+Lookup* Link::lookup(std::string_view session_key, void* owner, LookupDone done) noexcept {
+    if (ac_ == nullptr) {
+        return nullptr;
+    }
+    auto* lookup = new (std::nothrow) Lookup();
+    if (lookup == nullptr) {
+        return nullptr;
+    }
+    try {
+        lookup->key.assign(session_key);
+    } catch (...) {
+        delete lookup;
+        return nullptr;
+    }
+    lookup->owner = owner;
+    lookup->done = done;
+    lookup->timer.handler = on_lookup_timeout;
+    lookup->timer.data = lookup;
+    lookup->timer.log = log_;
+    // Not cancelable: a request waits on this timer, so graceful shutdown
+    // must wait for it too.
+    clock_gettime(CLOCK_MONOTONIC, &lookup->sent);
+    if (!send_lookup(lookup, false)) {
+        delete lookup;
+        return nullptr;
+    }
+    ngx_add_timer(&lookup->timer, conf_->timeout);
+    return lookup;
+}
+
+void Link::on_lookup_timeout(ngx_event_t* ev) noexcept {
+    auto* lookup = static_cast<Lookup*>(ev->data);
+    count_redis_timeout();
+    if (!lookup->finished) {
+        lookup->finished = true;
+        if (lookup->owner != nullptr) {
+            lookup->done(lookup->owner, nullptr, LookupFailure::timeout);
+            lookup->owner = nullptr;
+        }
+    }
+    // Replies come back in order: when this one is late, every later one is
+    // too. Start over on a new connection; freeing the old one runs every
+    // pending callback, this lookup's included (which frees it).
+    if (g_link != nullptr) {
+        g_link->drop("lookup timed out");
+    }
+}
+
+void Link::on_lookup_reply(redisAsyncContext* ac, void* reply_ptr, void* privdata) noexcept {
+    auto* lookup = static_cast<Lookup*>(privdata);
+    auto* reply = static_cast<redisReply*>(reply_ptr);
+    auto* self = static_cast<Link*>(ac->data);
+
+    if (is_noscript(reply) && !lookup->retried_with_eval && !lookup->finished && self != nullptr &&
+        ac == self->ac_) {
+        // Someone ran SCRIPT FLUSH: EVAL runs the script and loads it again.
+        lookup->retried_with_eval = true;
+        if (self->send_lookup(lookup, true)) {
+            return;
+        }
+    }
+
+    if (lookup->timer.timer_set) {
+
+        ngx_del_timer(&lookup->timer);
+
+    }
+    if (!lookup->finished && lookup->owner != nullptr) {
+        lookup->finished = true;
+        if (reply == nullptr) {
+            count_redis_error();
+            lookup->done(lookup->owner, nullptr, LookupFailure::connection);
+        } else {
+            observe_lookup_latency(static_cast<std::uint64_t>(elapsed_us(lookup->sent)));
+            if (reply->type == REDIS_REPLY_ERROR) count_redis_error();
+            lookup->done(lookup->owner, reply, LookupFailure::none);
+        }
+    }
+    delete lookup;
+}
+
+void Link::touch(std::string_view session_key, std::int64_t now_ms,
+                 std::int64_t interval_ms) noexcept {
+    if (ac_ == nullptr || state_ != LinkState::connected) {
+        return;  // best effort: the next request touches again
+    }
+    try {
+        std::string now = std::to_string(now_ms);
+        std::string interval = std::to_string(interval_ms);
+        const char* argv[] = {"EVALSHA", touch_sha_.c_str(), "1", session_key.data(), now.c_str(),
+                              interval.c_str()};
+        std::size_t argvlen[] = {7, touch_sha_.size(), 1, session_key.size(), now.size(),
+                                 interval.size()};
+        if (redisAsyncCommandArgv(ac_, on_touch_reply, nullptr, 6, argv, argvlen) == REDIS_OK) {
+            count_touch();
+        }
+    } catch (...) {
+        // out of memory: skip this touch
+    }
+}
+
+void Link::on_touch_reply(redisAsyncContext*, void* reply_ptr, void*) noexcept {
+    auto* reply = static_cast<redisReply*>(reply_ptr);
+    if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) {
+        count_redis_error();
+    }
+}
+
+}  // namespace
+
+void redis_start(ngx_cycle_t* cycle, const MainConf* conf) noexcept {
+    if (g_link != nullptr || !conf->redis.configured) {
+        return;
+    }
+    try {
+        g_link = new Link(cycle, conf);
+    } catch (...) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "session_redis: out of memory");
+        return;
+    }
+    g_link->start();
+}
+
+void redis_stop() noexcept {
+    if (g_link == nullptr) {
+        return;
+    }
+    g_link->stop();
+    delete g_link;
+    g_link = nullptr;
+}
+
+Lookup* redis_lookup(std::string_view session_key, void* owner, LookupDone done) noexcept {
+    return g_link != nullptr ? g_link->lookup(session_key, owner, done) : nullptr;
+}
+
+void redis_detach(Lookup* lookup) noexcept {
+    if (lookup != nullptr) {
+        lookup->owner = nullptr;
+    }
+}
+
+void redis_touch(std::string_view session_key, std::int64_t now_ms,
+                 std::int64_t interval_ms) noexcept {
+    if (g_link != nullptr) {
+        g_link->touch(session_key, now_ms, interval_ms);
+    }
+}
+
+}  // namespace session::ngx

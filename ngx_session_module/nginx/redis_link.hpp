@@ -1,0 +1,48 @@
+// This worker's one Redis connection: hiredis's async API driven by nginx's
+// event loop. Opened in init_process (never in the master), lookups
+// pipelined on it, a timeout per lookup on an nginx timer, reconnection with
+// backoff, and a clean close in exit_process.
+#pragma once
+
+#include "nginx/ngx.hpp"
+
+#include <cstdint>
+#include <string_view>
+
+#include "nginx/conf.hpp"
+
+struct redisReply;
+
+namespace session::ngx {
+
+enum class LookupFailure {
+    none,        // `reply` is Redis's answer (possibly an error reply)
+    timeout,     // no answer within session_redis timeout=
+    connection,  // not connected, or the connection failed
+};
+
+// Called at most once per lookup, from the event loop, never after
+// redis_detach(). `reply` is valid only during the call.
+using LookupDone = void (*)(void* owner, const redisReply* reply, LookupFailure failure) noexcept;
+
+struct Lookup;  // owned by the link
+
+// init_process / exit_process. redis_start never fails the worker: when it
+// cannot connect it retries with backoff.
+void redis_start(ngx_cycle_t* cycle, const MainConf* conf) noexcept;
+void redis_stop() noexcept;
+
+// Runs the lookup script for `session_key`. nullptr when the request
+// cannot be sent now (no connection: the caller fails fast); `done` is then
+// never called.
+Lookup* redis_lookup(std::string_view session_key, void* owner, LookupDone done) noexcept;
+
+// The owner is going away: `done` will not be called for this lookup. The
+// link frees the lookup when its reply (or failure) arrives.
+void redis_detach(Lookup* lookup) noexcept;
+
+// Sliding expiry, fire-and-forget (see kTouchScript).
+void redis_touch(std::string_view session_key, std::int64_t now_ms,
+                 std::int64_t interval_ms) noexcept;
+
+}  // namespace session::ngx
