@@ -105,8 +105,16 @@ ngx_table_elt_t* push_response_header(ngx_http_request_t* r, ngx_str_t key,
     return h;
 }
 
+// Under `satisfy any`, only 401 and 403 let another access module still
+// grant the request: any other status would end it at once.
+bool satisfy_any(ngx_http_request_t* r) noexcept {
+    auto* clcf = static_cast<ngx_http_core_loc_conf_t*>(
+        ngx_http_get_module_loc_conf(r, ngx_http_core_module));
+    return clcf->satisfy == NGX_HTTP_SATISFY_ANY;
+}
+
 ngx_int_t unauthenticated(ngx_http_request_t* r, const LocConf* lcf, Outcome outcome) noexcept {
-    if (lcf->redirect != nullptr && is_navigation(r)) {
+    if (lcf->redirect != nullptr && !satisfy_any(r) && is_navigation(r)) {
         ngx_str_t url;
         if (ngx_http_complex_value(r, lcf->redirect, &url) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -175,7 +183,11 @@ ngx_int_t conclude(ngx_http_request_t* r, RequestCtx* ctx, Outcome outcome) noex
         case Outcome::error:
             // open: the request goes on as anonymous; other access modules
             // (satisfy any) still decide.
-            ctx->rc = lcf->fail_mode == kFailOpen ? NGX_DECLINED : NGX_HTTP_SERVICE_UNAVAILABLE;
+            if (lcf->fail_mode == kFailOpen) {
+                ctx->rc = NGX_DECLINED;
+            } else {
+                ctx->rc = satisfy_any(r) ? NGX_HTTP_UNAUTHORIZED : NGX_HTTP_SERVICE_UNAVAILABLE;
+            }
             break;
         default:
             ctx->rc = unauthenticated(r, lcf, outcome);
