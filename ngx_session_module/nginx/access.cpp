@@ -76,12 +76,15 @@ std::optional<std::string_view> extract_token(ngx_http_request_t* r, const LocCo
     return std::nullopt;
 }
 
+// A browser loading a page (which a redirect helps), as opposed to a script
+// calling an API (which needs the 401): the browser says so with
+// Sec-Fetch-Mode; older ones are recognised by a GET or HEAD accepting HTML.
 bool is_navigation(ngx_http_request_t* r) noexcept {
-    if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
-        return false;
-    }
     if (auto* mode = find_request_header(r, "Sec-Fetch-Mode")) {
         if (to_view(mode->value) == "navigate") return true;
+    }
+    if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
+        return false;
     }
     if (auto* accept = find_request_header(r, "Accept")) {
         return to_view(accept->value).find("text/html") != std::string_view::npos;
