@@ -1,0 +1,348 @@
+#include "core/record.hpp"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace session::core {
+namespace {
+
+constexpr std::int64_t kNow = 1'700'000'000'000;  // Unix ms
+
+// A valid, active session of an active admin; tests change one thing each.
+LookupRecord valid_record() {
+    LookupRecord record;
+    record.session[static_cast<std::size_t>(SessionField::user_id)] = "user_1";
+    record.session[static_cast<std::size_t>(SessionField::expires_at)] = "1700000060000";
+    record.user[static_cast<std::size_t>(UserField::role)] = "admin";
+    return record;
+}
+
+void set(LookupRecord& record, SessionField field, std::optional<std::string_view> value) {
+    record.session[static_cast<std::size_t>(field)] = value;
+}
+void set(LookupRecord& record, UserField field, std::optional<std::string_view> value) {
+    record.user[static_cast<std::size_t>(field)] = value;
+}
+
+Policy require(const std::vector<std::string_view>& roles) {
+    Policy policy;
+    policy.required_roles = roles.data();
+    policy.required_role_count = roles.size();
+    return policy;
+}
+
+Outcome outcome_of(const LookupRecord& record, std::int64_t now = kNow,
+                   const Policy& policy = Policy{}) {
+    return evaluate(record, now, policy).outcome;
+}
+
+TEST(ParseInt64, Accepts) {
+    EXPECT_EQ(parse_int64("0"), 0);
+    EXPECT_EQ(parse_int64("42"), 42);
+    EXPECT_EQ(parse_int64("007"), 7);
+    EXPECT_EQ(parse_int64("1700000000000"), 1700000000000);
+    EXPECT_EQ(parse_int64("999999999999999999"), 999999999999999999);  // 18 digits
+}
+
+TEST(ParseInt64, Refuses) {
+    for (const std::string_view text :
+         {"", "-1", "+1", " 1", "1 ", "1.5", "1e3", "0x10", "abc", "12a", "1000000000000000000",
+          "9223372036854775807", "99999999999999999999999"}) {
+        EXPECT_EQ(parse_int64(text), std::nullopt) << text;
+    }
+    EXPECT_EQ(parse_int64(std::string_view("1\0", 2)), std::nullopt);
+}
+
+TEST(OutcomeName, AllNames) {
+    EXPECT_EQ(outcome_name(Outcome::ok), "ok");
+    EXPECT_EQ(outcome_name(Outcome::missing), "missing");
+    EXPECT_EQ(outcome_name(Outcome::invalid), "invalid");
+    EXPECT_EQ(outcome_name(Outcome::expired), "expired");
+    EXPECT_EQ(outcome_name(Outcome::revoked), "revoked");
+    EXPECT_EQ(outcome_name(Outcome::forbidden), "forbidden");
+    EXPECT_EQ(outcome_name(Outcome::error), "error");
+    EXPECT_EQ(outcome_name(Outcome::stale), "stale");
+}
+
+TEST(Evaluate, ValidSession) {
+    const Verdict verdict = evaluate(valid_record(), kNow, Policy{});
+    EXPECT_EQ(verdict.outcome, Outcome::ok);
+    EXPECT_FALSE(verdict.touch);
+}
+
+TEST(Evaluate, MissingUserIdIsInvalid) {
+    LookupRecord record = valid_record();
+    set(record, SessionField::user_id, std::nullopt);
+    EXPECT_EQ(outcome_of(record), Outcome::invalid);
+    set(record, SessionField::user_id, "");
+    EXPECT_EQ(outcome_of(record), Outcome::invalid);
+}
+
+TEST(Evaluate, EmptyRecordIsInvalid) {
+    EXPECT_EQ(outcome_of(LookupRecord{}), Outcome::invalid);
+}
+
+TEST(Evaluate, BadExpiresAtIsInvalid) {
+    for (const std::optional<std::string_view> value :
+         {std::optional<std::string_view>{}, std::optional<std::string_view>{""},
+          std::optional<std::string_view>{"-1"}, std::optional<std::string_view>{"soon"},
+          std::optional<std::string_view>{"1700000060000.5"},
+          std::optional<std::string_view>{" 1700000060000"}}) {
+        LookupRecord record = valid_record();
+        set(record, SessionField::expires_at, value);
+        EXPECT_EQ(outcome_of(record), Outcome::invalid) << value.value_or("<nil>");
+    }
+}
+
+TEST(Evaluate, ExpiresAtBoundary) {
+    LookupRecord record = valid_record();
+    set(record, SessionField::expires_at, "1700000000000");
+    EXPECT_EQ(outcome_of(record, kNow), Outcome::expired);  // == now: expired
+    EXPECT_EQ(outcome_of(record, kNow - 1), Outcome::ok);   // valid strictly before
+    EXPECT_EQ(outcome_of(record, kNow + 1), Outcome::expired);
+    set(record, SessionField::expires_at, "0");
+    EXPECT_EQ(outcome_of(record), Outcome::expired);
+}
+
+TEST(Evaluate, SessionStatus) {
+    LookupRecord record = valid_record();
+    set(record, SessionField::status, "active");
+    EXPECT_EQ(outcome_of(record), Outcome::ok);
+    for (const std::string_view status : {"ended", "revoked", "removed", "", "Active", "active "}) {
+        set(record, SessionField::status, status);
+        EXPECT_EQ(outcome_of(record), Outcome::revoked) << '"' << status << '"';
+    }
+}
+
+TEST(Evaluate, UserStatus) {
+    LookupRecord record = valid_record();
+    set(record, UserField::status, "active");
+    EXPECT_EQ(outcome_of(record), Outcome::ok);
+    set(record, UserField::status, "banned");
+    EXPECT_EQ(outcome_of(record), Outcome::revoked);
+    set(record, UserField::status, "deleted");
+    EXPECT_EQ(outcome_of(record), Outcome::revoked);
+    // Only banned and deleted refuse (the contract names no other state).
+    set(record, UserField::status, "pending");
+    EXPECT_EQ(outcome_of(record), Outcome::ok);
+}
+
+TEST(Evaluate, DeletedTombstoneWithoutRole) {
+    LookupRecord record = valid_record();
+    set(record, UserField::role, std::nullopt);
+    set(record, UserField::status, "deleted");
+    EXPECT_EQ(outcome_of(record), Outcome::revoked);
+}
+
+TEST(Evaluate, IdleTimeout) {
+    LookupRecord record = valid_record();
+    set(record, SessionField::idle_timeout, "60");
+    const std::string exactly_at_limit = std::to_string(kNow - 60'000);
+    const std::string just_past = std::to_string(kNow - 60'001);
+    const std::string recent = std::to_string(kNow - 1'000);
+    set(record, SessionField::last_active_at, exactly_at_limit);
+    EXPECT_EQ(outcome_of(record), Outcome::ok);  // not passed: now - last == idle
+    set(record, SessionField::last_active_at, just_past);
+    EXPECT_EQ(outcome_of(record), Outcome::expired);
+    set(record, SessionField::last_active_at, recent);
+    EXPECT_EQ(outcome_of(record), Outcome::ok);
+}
+
+TEST(Evaluate, IdleTimeoutNeedsBothFields) {
+    LookupRecord record = valid_record();
+    set(record, SessionField::idle_timeout, "1");
+    EXPECT_EQ(outcome_of(record), Outcome::ok);  // no last_active_at yet
+    LookupRecord other = valid_record();
+    set(other, SessionField::last_active_at, "0");
+    EXPECT_EQ(outcome_of(other), Outcome::ok);  // no idle_timeout
+}
+
+TEST(Evaluate, IdleTimeoutZero) {
+    LookupRecord record = valid_record();
+    set(record, SessionField::idle_timeout, "0");
+    const std::string now_text = std::to_string(kNow);
+    const std::string before = std::to_string(kNow - 1);
+    set(record, SessionField::last_active_at, now_text);
+    EXPECT_EQ(outcome_of(record), Outcome::ok);
+    set(record, SessionField::last_active_at, before);
+    EXPECT_EQ(outcome_of(record), Outcome::expired);
+}
+
+TEST(Evaluate, IdleTimeoutHugeNeverOverflows) {
+    LookupRecord record = valid_record();
+    set(record, SessionField::expires_at, "999999999999999999");
+    set(record, SessionField::idle_timeout, "999999999999999999");
+    set(record, SessionField::last_active_at, "0");
+    EXPECT_EQ(outcome_of(record), Outcome::ok);
+    EXPECT_EQ(outcome_of(record, std::numeric_limits<std::int64_t>::min()), Outcome::ok);
+}
+
+TEST(Evaluate, LastActiveInTheFuture) {
+    // Another server's clock may run ahead: not idle.
+    LookupRecord record = valid_record();
+    set(record, SessionField::idle_timeout, "60");
+    const std::string future = std::to_string(kNow + 5'000);
+    set(record, SessionField::last_active_at, future);
+    EXPECT_EQ(outcome_of(record), Outcome::ok);
+}
+
+TEST(Evaluate, MalformedOptionalFieldsAreInvalid) {
+    LookupRecord record = valid_record();
+    set(record, SessionField::idle_timeout, "sixty");
+    EXPECT_EQ(outcome_of(record), Outcome::invalid);
+    record = valid_record();
+    set(record, SessionField::last_active_at, "yesterday");
+    EXPECT_EQ(outcome_of(record), Outcome::invalid);
+    record = valid_record();
+    set(record, SessionField::idle_timeout, "-5");
+    EXPECT_EQ(outcome_of(record), Outcome::invalid);
+}
+
+TEST(Evaluate, MissingUserHashIsAuthenticatedWithoutRoles) {
+    LookupRecord record = valid_record();
+    set(record, UserField::role, std::nullopt);
+    ASSERT_TRUE(record.user_missing());
+    EXPECT_EQ(outcome_of(record), Outcome::ok);
+    const std::vector<std::string_view> roles = {"admin"};
+    EXPECT_EQ(outcome_of(record, kNow, require(roles)), Outcome::forbidden);
+}
+
+TEST(Evaluate, RequiredRoles) {
+    LookupRecord record = valid_record();
+    set(record, UserField::role, "member");
+    set(record, UserField::roles, "member acme/org:admin");
+    const std::vector<std::string_view> admin = {"admin"};
+    const std::vector<std::string_view> org_admin = {"acme/org:admin"};
+    const std::vector<std::string_view> any = {"admin", "member"};
+    const std::vector<std::string_view> none = {};
+    EXPECT_EQ(outcome_of(record, kNow, require(admin)), Outcome::forbidden);
+    EXPECT_EQ(outcome_of(record, kNow, require(org_admin)), Outcome::ok);
+    EXPECT_EQ(outcome_of(record, kNow, require(any)), Outcome::ok);
+    EXPECT_EQ(outcome_of(record, kNow, require(none)), Outcome::ok);
+}
+
+TEST(Evaluate, RolesRequiredButNoneGiven) {
+    Policy policy;
+    policy.required_roles = nullptr;
+    policy.required_role_count = 1;
+    EXPECT_EQ(outcome_of(valid_record(), kNow, policy), Outcome::forbidden);
+}
+
+TEST(Evaluate, Precedence) {
+    const std::vector<std::string_view> admin = {"admin"};
+    // revoked beats expired beats forbidden.
+    LookupRecord record = valid_record();
+    set(record, UserField::role, "member");
+    set(record, SessionField::expires_at, "1");
+    set(record, SessionField::status, "revoked");
+    EXPECT_EQ(outcome_of(record, kNow, require(admin)), Outcome::revoked);
+    set(record, SessionField::status, std::nullopt);
+    EXPECT_EQ(outcome_of(record, kNow, require(admin)), Outcome::expired);
+    set(record, SessionField::expires_at, "1700000060000");
+    EXPECT_EQ(outcome_of(record, kNow, require(admin)), Outcome::forbidden);
+    // A banned user's expired session is revoked.
+    set(record, SessionField::expires_at, "1");
+    set(record, UserField::status, "banned");
+    EXPECT_EQ(outcome_of(record), Outcome::revoked);
+    // Idle expiry also beats forbidden.
+    record = valid_record();
+    set(record, UserField::role, "member");
+    set(record, SessionField::idle_timeout, "1");
+    set(record, SessionField::last_active_at, "0");
+    EXPECT_EQ(outcome_of(record, kNow, require(admin)), Outcome::expired);
+    // invalid beats everything.
+    set(record, SessionField::user_id, std::nullopt);
+    set(record, SessionField::status, "revoked");
+    EXPECT_EQ(outcome_of(record, kNow, require(admin)), Outcome::invalid);
+}
+
+TEST(Evaluate, Touch) {
+    Policy policy;
+    policy.touch_interval_ms = 30'000;
+    LookupRecord record = valid_record();
+    EXPECT_TRUE(evaluate(record, kNow, policy).touch);  // never touched yet
+
+    const std::string at_interval = std::to_string(kNow - 30'000);
+    const std::string inside = std::to_string(kNow - 29'999);
+    set(record, SessionField::last_active_at, at_interval);
+    EXPECT_TRUE(evaluate(record, kNow, policy).touch);
+    set(record, SessionField::last_active_at, inside);
+    EXPECT_FALSE(evaluate(record, kNow, policy).touch);
+    EXPECT_EQ(evaluate(record, kNow, policy).outcome, Outcome::ok);
+
+    // Touch off.
+    set(record, SessionField::last_active_at, std::nullopt);
+    EXPECT_FALSE(evaluate(record, kNow, Policy{}).touch);
+    policy.touch_interval_ms = -1;
+    EXPECT_FALSE(evaluate(record, kNow, policy).touch);
+}
+
+TEST(Evaluate, NoTouchUnlessOk) {
+    Policy policy;
+    policy.touch_interval_ms = 1;
+    const std::vector<std::string_view> admin = {"superuser"};
+    policy.required_roles = admin.data();
+    policy.required_role_count = admin.size();
+    const Verdict forbidden = evaluate(valid_record(), kNow, policy);
+    EXPECT_EQ(forbidden.outcome, Outcome::forbidden);
+    EXPECT_FALSE(forbidden.touch);
+
+    LookupRecord expired = valid_record();
+    set(expired, SessionField::expires_at, "1");
+    Policy touch_only;
+    touch_only.touch_interval_ms = 1;
+    EXPECT_FALSE(evaluate(expired, kNow, touch_only).touch);
+}
+
+TEST(HasRole, PrimaryRole) {
+    LookupRecord record = valid_record();
+    EXPECT_TRUE(has_role(record, "admin"));
+    EXPECT_FALSE(has_role(record, "Admin"));
+    EXPECT_FALSE(has_role(record, "adm"));
+    EXPECT_FALSE(has_role(record, "admins"));
+    EXPECT_FALSE(has_role(record, ""));
+}
+
+TEST(HasRole, RolesWordsMatchWhole) {
+    LookupRecord record = valid_record();
+    set(record, UserField::role, "superadmin");
+    set(record, UserField::roles, "superadmin adminx acme/org:admin");
+    EXPECT_FALSE(has_role(record, "admin"));
+    EXPECT_TRUE(has_role(record, "superadmin"));
+    EXPECT_TRUE(has_role(record, "adminx"));
+    EXPECT_TRUE(has_role(record, "acme/org:admin"));
+    EXPECT_FALSE(has_role(record, "org:admin"));
+    EXPECT_FALSE(has_role(record, "acme/org"));
+    EXPECT_FALSE(has_role(record, "superadmin adminx"));
+}
+
+TEST(HasRole, RolesEdgeSpacing) {
+    LookupRecord record;
+    set(record, UserField::roles, "admin");
+    EXPECT_TRUE(has_role(record, "admin"));
+    set(record, UserField::roles, " admin ");
+    EXPECT_TRUE(has_role(record, "admin"));
+    set(record, UserField::roles, "a  admin");
+    EXPECT_TRUE(has_role(record, "admin"));
+    EXPECT_FALSE(has_role(record, ""));
+    set(record, UserField::roles, "");
+    EXPECT_FALSE(has_role(record, "admin"));
+    set(record, UserField::roles, std::nullopt);
+    EXPECT_FALSE(has_role(record, "admin"));
+}
+
+TEST(UserMissing, AnyFieldMeansPresent) {
+    LookupRecord record;
+    EXPECT_TRUE(record.user_missing());
+    for (std::size_t i = 0; i < kUserFieldCount; ++i) {
+        LookupRecord one;
+        one.user[i] = "";
+        EXPECT_FALSE(one.user_missing()) << i;
+    }
+}
+
+}  // namespace
+}  // namespace session::core
