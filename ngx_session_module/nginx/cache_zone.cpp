@@ -191,6 +191,23 @@ bool parse_msec_param(ngx_str_t* value, std::size_t prefix_len, ngx_msec_t* out)
     return true;
 }
 
+// Whether a session_cache_zone of this name was declared before (asked
+// before ngx_shared_memory_add, whose own complaint about a second size
+// would not name the directive).
+bool zone_declared(ngx_conf_t* cf, const ngx_str_t& name) noexcept {
+    for (ngx_list_part_t* part = &cf->cycle->shared_memory.part; part != nullptr;
+         part = part->next) {
+        auto* zones = static_cast<ngx_shm_zone_t*>(part->elts);
+        for (ngx_uint_t i = 0; i < part->nelts; ++i) {
+            if (zones[i].tag == &ngx_session_module && zones[i].data != nullptr &&
+                to_view(zones[i].shm.name) == to_view(name) && zones[i].init == init_zone) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 }  // namespace
 
 char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void*) noexcept {
@@ -249,6 +266,11 @@ char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void*) noexcept {
         }
     }
 
+    if (zone_declared(cf, name)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "duplicate zone \"%V\" in \"%V\" directive",
+                           &name, &cmd->name);
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
     ngx_shm_zone_t* shm_zone = ngx_shared_memory_add(cf, &name, size, &ngx_session_module);
     if (shm_zone == nullptr) {
         return static_cast<char*>(NGX_CONF_ERROR);

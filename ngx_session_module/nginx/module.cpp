@@ -208,18 +208,34 @@ char* touch_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
     return NGX_CONF_OK;
 }
 
+// session_fail_mode closed | open (ngx_conf_set_enum_slot's own message
+// would not name the directive).
+char* fail_mode_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
+    auto* lcf = static_cast<LocConf*>(conf);
+    if (lcf->fail_mode != NGX_CONF_UNSET_UINT) {
+        return const_cast<char*>("is duplicate");
+    }
+    auto* value = static_cast<ngx_str_t*>(cf->args->elts);
+    if (to_view(value[1]) == "closed") {
+        lcf->fail_mode = kFailClosed;
+    } else if (to_view(value[1]) == "open") {
+        lcf->fail_mode = kFailOpen;
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive, it must be \"closed\" or "
+                           "\"open\"",
+                           &value[1], &cmd->name);
+        return kConfError;
+    }
+    return NGX_CONF_OK;
+}
+
 char* metrics_directive(ngx_conf_t* cf, ngx_command_t*, void*) noexcept {
     auto* clcf = static_cast<ngx_http_core_loc_conf_t*>(
         ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
     clcf->handler = metrics_handler;
     return NGX_CONF_OK;
 }
-
-ngx_conf_enum_t kFailModes[] = {
-    {ngx_string("closed"), kFailClosed},
-    {ngx_string("open"), kFailOpen},
-    {ngx_null_string, 0},
-};
 
 ngx_command_t kCommands[] = {
     {ngx_string("session_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, redis_directive,
@@ -241,7 +257,7 @@ ngx_command_t kCommands[] = {
      nullptr},
     {ngx_string("session_fail_mode"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-     ngx_conf_set_enum_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, fail_mode), kFailModes},
+     fail_mode_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
     {ngx_string("session_cache"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1, cache_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
