@@ -3,6 +3,8 @@
 #include <cstddef>
 #include <new>
 
+#include "core/flat_record.hpp"
+
 #include "nginx/conf.hpp"
 
 namespace session::ngx {
@@ -210,7 +212,7 @@ bool zone_declared(ngx_conf_t* cf, const ngx_str_t& name) noexcept {
 
 }  // namespace
 
-char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void*) noexcept {
+char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
     auto* value = static_cast<ngx_str_t*>(cf->args->elts);
 
     u_char* colon = static_cast<u_char*>(ngx_strlchr(value[1].data, value[1].data + value[1].len,
@@ -282,6 +284,19 @@ char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void*) noexcept {
     }
     shm_zone->init = init_zone;
     shm_zone->data = z;
+
+    auto* mcf = static_cast<MainConf*>(conf);
+    if (mcf->cache_zones == nullptr) {
+        mcf->cache_zones = ngx_array_create(cf->pool, 2, sizeof(ngx_shm_zone_t*));
+        if (mcf->cache_zones == nullptr) {
+            return static_cast<char*>(NGX_CONF_ERROR);
+        }
+    }
+    auto** slot = static_cast<ngx_shm_zone_t**>(ngx_array_push(mcf->cache_zones));
+    if (slot == nullptr) {
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    *slot = shm_zone;
     return NGX_CONF_OK;
 }
 
@@ -343,6 +358,31 @@ void cache_replace_keep_expiry(ngx_shm_zone_t* zone, std::string_view token,
         ngx_msec_t stale_until = old->stale_until;
         delete_locked(z, old);
         store_locked(z, hash, token, flat, flat_len, fresh_until, stale_until);
+    }
+    ngx_shmtx_unlock(&z->shpool->mutex);
+}
+
+void cache_remove(ngx_shm_zone_t* zone, std::string_view token) noexcept {
+    auto* z = static_cast<CacheZone*>(zone->data);
+    ngx_shmtx_lock(&z->shpool->mutex);
+    if (Entry* e = find_locked(z, hash_of(token), token); e != nullptr) {
+        delete_locked(z, e);
+    }
+    ngx_shmtx_unlock(&z->shpool->mutex);
+}
+
+void cache_remove_user(ngx_shm_zone_t* zone, std::string_view user_id) noexcept {
+    auto* z = static_cast<CacheZone*>(zone->data);
+    ngx_shmtx_lock(&z->shpool->mutex);
+    ngx_queue_t* q = ngx_queue_head(&z->sh->lru);
+    while (q != ngx_queue_sentinel(&z->sh->lru)) {
+        Entry* e = ngx_queue_data(q, Entry, lru);
+        q = ngx_queue_next(q);
+        core::LookupRecord record;
+        if (core::flat_decode(e->data + e->token_len, e->flat_len, record) &&
+            record.get(core::SessionField::user_id) == user_id) {
+            delete_locked(z, e);
+        }
     }
     ngx_shmtx_unlock(&z->shpool->mutex);
 }

@@ -10,7 +10,8 @@
 
 namespace session::ngx {
 
-// Parses `session_cache_zone NAME:SIZE [ttl=] [negative_ttl=] [stale=]`.
+// Parses `session_cache_zone NAME:SIZE [ttl=] [negative_ttl=] [stale=]`;
+// `conf` is the MainConf, whose cache_zones lists every zone.
 char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
 
 enum class CacheState {
@@ -39,5 +40,12 @@ void cache_put(ngx_shm_zone_t* zone, std::string_view token, const unsigned char
 // a touch, so that the cache does not touch again, nor live longer).
 void cache_replace_keep_expiry(ngx_shm_zone_t* zone, std::string_view token,
                                const unsigned char* flat, std::size_t flat_len) noexcept;
+
+// Drops the entry of one session (a revocation message).
+void cache_remove(ngx_shm_zone_t* zone, std::string_view token) noexcept;
+
+// Drops every entry of one user (banned, deleted, roles changed). Walks the
+// whole zone under its lock: fine for rare events, not for the request path.
+void cache_remove_user(ngx_shm_zone_t* zone, std::string_view user_id) noexcept;
 
 }  // namespace session::ngx

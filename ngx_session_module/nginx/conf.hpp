@@ -29,6 +29,7 @@ struct RedisConf {
 struct MainConf {
     RedisConf redis;
     ngx_shm_zone_t* metrics_zone;  // created with session_redis
+    ngx_array_t* cache_zones;      // of ngx_shm_zone_t*, every session_cache_zone
 };
 
 enum class TokenSourceKind : ngx_uint_t { cookie, header, bearer };

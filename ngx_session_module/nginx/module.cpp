@@ -241,7 +241,7 @@ ngx_command_t kCommands[] = {
     {ngx_string("session_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, redis_directive,
      NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
     {ngx_string("session_cache_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
-     cache_zone_directive, 0, 0, nullptr},
+     cache_zone_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
     {ngx_string("session_check"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG,
      ngx_conf_set_flag_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, check), nullptr},
@@ -366,6 +366,22 @@ ngx_int_t postconfiguration(ngx_conf_t* cf) noexcept {
     return NGX_OK;
 }
 
+const MainConf* g_main_conf = nullptr;  // this worker's, for revocations
+
+void drop_revoked(const core::Revocation& revocation) noexcept {
+    if (g_main_conf == nullptr || g_main_conf->cache_zones == nullptr) {
+        return;
+    }
+    auto** zones = static_cast<ngx_shm_zone_t**>(g_main_conf->cache_zones->elts);
+    for (ngx_uint_t i = 0; i < g_main_conf->cache_zones->nelts; ++i) {
+        if (revocation.kind == core::RevocationKind::session) {
+            cache_remove(zones[i], revocation.id);
+        } else {
+            cache_remove_user(zones[i], revocation.id);
+        }
+    }
+}
+
 ngx_int_t init_process(ngx_cycle_t* cycle) noexcept {
     // Workers only: not the cache manager or loader (they run init_process
     // too), and never the master.
@@ -381,13 +397,19 @@ ngx_int_t init_process(ngx_cycle_t* cycle) noexcept {
     }
     bind_metrics(mcf->metrics_zone);
     register_worker();
-    redis_start(cycle, mcf);
+    g_main_conf = mcf;
+    // The cache zones are shared: one subscriber (worker 0) drops revoked
+    // entries for every worker.
+    bool subscribe = mcf->cache_zones != nullptr && mcf->cache_zones->nelts > 0 &&
+                     (ngx_worker == 0 || ngx_process == NGX_PROCESS_SINGLE);
+    redis_start(cycle, mcf, subscribe ? drop_revoked : nullptr);
     return NGX_OK;
 }
 
 void exit_process(ngx_cycle_t*) noexcept {
     redis_stop();
     unregister_worker();
+    g_main_conf = nullptr;
 }
 
 ngx_http_module_t kModuleCtx = {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/redis_scripts.hpp"
+#include "core/revocation.hpp"
 #include "nginx/metrics_zone.hpp"
 
 namespace session::ngx {
@@ -31,11 +32,18 @@ constexpr ngx_msec_t kMaxBackoffMs = 2000;
 
 enum class LinkState { disconnected, connecting, connected };
 
+// What a connection is for: lookups and touches, or listening on the
+// revocation channel (a subscribed connection can send nothing else).
+enum class LinkRole { lookups, revocations };
+
 class Link {
 public:
-    Link(ngx_cycle_t* cycle, const MainConf* conf)
+    Link(ngx_cycle_t* cycle, const MainConf* conf, LinkRole role,
+         RevocationHandler on_revocation)
         : conf_(&conf->redis),
           log_(cycle->log),
+          role_(role),
+          on_revocation_(on_revocation),
           lookup_sha_(core::script_sha1(core::kLookupScript)),
           touch_sha_(core::script_sha1(core::kTouchScript)) {
         init_timer(&reconnect_timer_, on_reconnect_timer);
@@ -82,9 +90,17 @@ private:
     static void on_handshake_reply(redisAsyncContext* ac, void* reply, void* step) noexcept;
     static void on_lookup_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
     static void on_touch_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+    static void on_channel_message(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+    void mark_healthy() noexcept;
+    // The metrics' connection state follows the lookup connection only.
+    void report_connected(bool connected) noexcept {
+        if (role_ == LinkRole::lookups) set_worker_connected(connected);
+    }
 
     const RedisConf* conf_;
     ngx_log_t* log_;
+    LinkRole role_;
+    RevocationHandler on_revocation_;
     std::string lookup_sha_;
     std::string touch_sha_;
     redisAsyncContext* ac_ = nullptr;
@@ -96,7 +112,8 @@ private:
     bool failure_logged_ = false;  // one log line per outage, not per retry
 };
 
-Link* g_link = nullptr;
+Link* g_link = nullptr;        // lookups
+Link* g_subscriber = nullptr;  // revocation channel
 
 // --- hiredis <-> nginx events ------------------------------------------------
 // The hiredis fd is wrapped in an ngx_connection_t so that nginx's event
@@ -248,6 +265,14 @@ void Link::send_handshake() noexcept {
         redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kSelect), 2, argv,
                               argvlen);
     }
+    if (role_ == LinkRole::revocations) {
+        std::string channel(to_view(conf_->prefix));
+        channel += kRevocationChannel;
+        const char* argv[] = {"SUBSCRIBE", channel.c_str()};
+        std::size_t argvlen[] = {9, channel.size()};
+        redisAsyncCommandArgv(ac_, on_channel_message, this, 2, argv, argvlen);
+        return;
+    }
     const char* lookup_argv[] = {"SCRIPT", "LOAD", core::kLookupScript.data()};
     std::size_t lookup_len[] = {6, 4, core::kLookupScript.size()};
     redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kLoadLookup), 3,
@@ -264,7 +289,7 @@ void Link::drop(const char* reason) noexcept {
     redisAsyncContext* ac = ac_;
     ac_ = nullptr;
     state_ = LinkState::disconnected;
-    set_worker_connected(false);
+    report_connected(false);
     if (connect_timer_.timer_set) {
         ngx_del_timer(&connect_timer_);
     }
@@ -326,7 +351,7 @@ void Link::on_connect(const redisAsyncContext* ac, int status) noexcept {
         return;
     }
     self->state_ = LinkState::connected;
-    set_worker_connected(true);
+    self->report_connected(true);
 }
 
 void Link::on_disconnect(const redisAsyncContext* ac, int status) noexcept {
@@ -336,7 +361,7 @@ void Link::on_disconnect(const redisAsyncContext* ac, int status) noexcept {
     }
     self->ac_ = nullptr;
     self->state_ = LinkState::disconnected;
-    set_worker_connected(false);
+    self->report_connected(false);
     if (status != REDIS_OK) {
         self->log_failure("connection lost:", ac->errstr);
     }
@@ -359,13 +384,56 @@ void Link::on_handshake_reply(redisAsyncContext* ac, void* reply_ptr, void* step
         return;
     }
     if (std::strncmp(static_cast<const char*>(step), "SCRIPT LOAD touch", 17) == 0) {
-        // The whole handshake went through: the link is healthy again.
-        if (self->failure_logged_) {
-            ngx_log_error(NGX_LOG_NOTICE, self->log_, 0, "session_redis %V: connected",
-                          &self->conf_->address_text);
-        }
-        self->failure_logged_ = false;
-        self->backoff_ = kFirstBackoffMs;
+        self->mark_healthy();
+    }
+}
+
+// The whole handshake went through: the link is healthy again.
+void Link::mark_healthy() noexcept {
+    if (failure_logged_) {
+        ngx_log_error(NGX_LOG_NOTICE, log_, 0, "session_redis %V: connected%s",
+                      &conf_->address_text,
+                      role_ == LinkRole::revocations ? " (revocation channel)" : "");
+    }
+    failure_logged_ = false;
+    backoff_ = kFirstBackoffMs;
+}
+
+// ["subscribe", channel, count] once, then ["message", channel, payload] per
+// PUBLISH; nullptr when the connection goes away.
+void Link::on_channel_message(redisAsyncContext* ac, void* reply_ptr, void*) noexcept {
+    auto* self = static_cast<Link*>(ac->data);
+    auto* reply = static_cast<redisReply*>(reply_ptr);
+    if (self == nullptr || reply == nullptr) {
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, self->log_, 0, "session_redis %V: SUBSCRIBE failed: %s",
+                      &self->conf_->address_text, reply->str);
+        self->failure_logged_ = true;
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING) {
+        return;
+    }
+    std::string_view kind(reply->element[0]->str, reply->element[0]->len);
+    if (kind == "subscribe") {
+        self->mark_healthy();
+        return;
+    }
+    if (kind != "message" || reply->element[2]->type != REDIS_REPLY_STRING ||
+        self->on_revocation_ == nullptr) {
+        return;
+    }
+    std::string_view payload(reply->element[2]->str, reply->element[2]->len);
+    if (auto revocation = core::parse_revocation(payload)) {
+        self->on_revocation_(*revocation);
+    } else {
+        ngx_log_error(NGX_LOG_WARN, self->log_, 0,
+                      "session_redis %V: ignored a malformed message on the revocation channel",
+                      &self->conf_->address_text);
     }
 }
 
@@ -492,26 +560,32 @@ void Link::on_touch_reply(redisAsyncContext*, void* reply_ptr, void*) noexcept {
 
 }  // namespace
 
-void redis_start(ngx_cycle_t* cycle, const MainConf* conf) noexcept {
+void redis_start(ngx_cycle_t* cycle, const MainConf* conf,
+                 RevocationHandler on_revocation) noexcept {
     if (g_link != nullptr || !conf->redis.configured) {
         return;
     }
     try {
-        g_link = new Link(cycle, conf);
+        g_link = new Link(cycle, conf, LinkRole::lookups, nullptr);
+        if (on_revocation != nullptr) {
+            g_subscriber = new Link(cycle, conf, LinkRole::revocations, on_revocation);
+        }
     } catch (...) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "session_redis: out of memory");
-        return;
     }
-    g_link->start();
+    for (Link* link : {g_link, g_subscriber}) {
+        if (link != nullptr) link->start();
+    }
 }
 
 void redis_stop() noexcept {
-    if (g_link == nullptr) {
-        return;
+    for (Link** link : {&g_link, &g_subscriber}) {
+        if (*link != nullptr) {
+            (*link)->stop();
+            delete *link;
+            *link = nullptr;
+        }
     }
-    g_link->stop();
-    delete g_link;
-    g_link = nullptr;
 }
 
 Lookup* redis_lookup(std::string_view session_key, void* owner, LookupDone done) noexcept {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "core/revocation.hpp"
 #include "nginx/conf.hpp"
 
 struct redisReply;
@@ -27,9 +28,17 @@ using LookupDone = void (*)(void* owner, const redisReply* reply, LookupFailure 
 
 struct Lookup;  // owned by the link
 
+// <prefix> + this: the channel writers publish revocations on.
+inline constexpr std::string_view kRevocationChannel = "session:revocations";
+
+// Called for each well-formed message on the revocation channel.
+using RevocationHandler = void (*)(const core::Revocation& revocation) noexcept;
+
 // init_process / exit_process. redis_start never fails the worker: when it
-// cannot connect it retries with backoff.
-void redis_start(ngx_cycle_t* cycle, const MainConf* conf) noexcept;
+// cannot connect it retries with backoff. With `on_revocation`, a second
+// connection subscribes to the revocation channel.
+void redis_start(ngx_cycle_t* cycle, const MainConf* conf,
+                 RevocationHandler on_revocation) noexcept;
 void redis_stop() noexcept;
 
 // Runs the lookup script for `session_key`. nullptr when the request
