@@ -1,0 +1,318 @@
+#include "core/config.hpp"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cctype>
+#include <functional>
+#include <limits>
+
+namespace syncd {
+namespace {
+
+// Quotes a value for an error message. Only for values that are not secret.
+std::string quoted(const std::string& v) {
+    std::string out = "\"";
+    for (char c : v.substr(0, 200)) {
+        out += std::isprint(static_cast<unsigned char>(c)) ? c : '?';
+    }
+    return out + "\"";
+}
+
+[[noreturn]] void bad(const std::string& key, const std::string& why) {
+    throw ConfigError(key + ": " + why);
+}
+
+bool parse_int(const std::string& s, long long min, long long max, long long& out) {
+    if (s.empty() || s.size() > 18) return false;
+    long long v = 0;
+    for (char c : s) {
+        if (c < '0' || c > '9') return false;
+        v = v * 10 + (c - '0');
+    }
+    if (v < min || v > max) return false;
+    out = v;
+    return true;
+}
+
+int parse_port(const std::string& key, const std::string& s) {
+    long long port = 0;
+    if (!parse_int(s, 1, 65535, port)) bad(key, "invalid port " + quoted(s));
+    return static_cast<int>(port);
+}
+
+bool numeric_address(const std::string& host) {
+    unsigned char buf[16];
+    return inet_pton(AF_INET, host.c_str(), buf) == 1 ||
+           inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+// Splits "host:port" or "[v6]:port".
+void split_host_port(const std::string& key, const std::string& v, std::string& host,
+                     std::string& port) {
+    if (!v.empty() && v[0] == '[') {
+        auto close = v.find(']');
+        if (close == std::string::npos || close + 1 >= v.size() || v[close + 1] != ':') {
+            bad(key, "expected [address]:port, got " + quoted(v));
+        }
+        host = v.substr(1, close - 1);
+        port = v.substr(close + 2);
+        return;
+    }
+    auto colon = v.rfind(':');
+    if (colon == std::string::npos) bad(key, "expected host:port, got " + quoted(v));
+    host = v.substr(0, colon);
+    port = v.substr(colon + 1);
+    if (host.find(':') != std::string::npos) bad(key, "write IPv6 addresses as [address]:port");
+}
+
+std::string trim(const std::string& s) {
+    auto b = s.find_first_not_of(" \t\r");
+    if (b == std::string::npos) return "";
+    auto e = s.find_last_not_of(" \t\r");
+    return s.substr(b, e - b + 1);
+}
+
+struct Key {
+    const char* name;
+    std::function<void(Config&, const std::string&)> set;
+};
+
+const std::vector<Key>& table() {
+    static const std::vector<Key> keys = {
+        {"SYNCD_LISTEN",
+         [](Config& c, const std::string& v) { c.listen = parse_listen("SYNCD_LISTEN", v); }},
+        {"SYNCD_DATABASE_URL",
+         [](Config& c, const std::string& v) {
+             if (trim(v).empty()) bad("SYNCD_DATABASE_URL", "is empty");
+             c.database_url = v;
+         }},
+        {"SYNCD_REDIS_URL",
+         [](Config& c, const std::string& v) {
+             c.redis = parse_redis_url("SYNCD_REDIS_URL", v);
+             c.redis_set = true;
+         }},
+        {"SYNCD_REDIS_PREFIX",
+         [](Config& c, const std::string& v) {
+             for (char ch : v) {
+                 if (!std::isgraph(static_cast<unsigned char>(ch))) {
+                     bad("SYNCD_REDIS_PREFIX", "must not contain spaces or control characters");
+                 }
+             }
+             c.redis_prefix = v;
+         }},
+        {"SYNCD_WEBHOOK_SECRETS", [](Config& c, const std::string& v) { c.webhook_secrets = v; }},
+        {"SYNCD_WEBHOOK_SECRETS_FILE",
+         [](Config& c, const std::string& v) {
+             if (v.empty()) bad("SYNCD_WEBHOOK_SECRETS_FILE", "is empty");
+             c.webhook_secrets_file = v;
+         }},
+        {"SYNCD_WEBHOOK_PATH",
+         [](Config& c, const std::string& v) {
+             if (v.empty() || v[0] != '/' || v.find_first_of(" ?#") != std::string::npos) {
+                 bad("SYNCD_WEBHOOK_PATH", "expected an absolute path, got " + quoted(v));
+             }
+             if (v == "/healthz" || v == "/metrics") {
+                 bad("SYNCD_WEBHOOK_PATH", quoted(v) + " is reserved");
+             }
+             c.webhook_path = v;
+         }},
+        {"SYNCD_MAX_BODY",
+         [](Config& c, const std::string& v) { c.max_body = parse_size("SYNCD_MAX_BODY", v); }},
+        {"SYNCD_LOG_LEVEL",
+         [](Config& c, const std::string& v) {
+             c.log_level = parse_log_level("SYNCD_LOG_LEVEL", v);
+         }},
+        {"SYNCD_DB_POOL",
+         [](Config& c, const std::string& v) {
+             long long n = 0;
+             if (!parse_int(v, 1, 1000, n)) {
+                 bad("SYNCD_DB_POOL", "expected a number of connections 1-1000, got " + quoted(v));
+             }
+             c.db_pool = static_cast<int>(n);
+         }},
+    };
+    return keys;
+}
+
+}  // namespace
+
+std::string RedisUrl::redacted() const {
+    if (unix_socket) return "unix://" + host;
+    std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    return "redis://" + h + ":" + std::to_string(port) + "/" + std::to_string(db);
+}
+
+ListenAddress parse_listen(const std::string& key, const std::string& value) {
+    std::string host, port;
+    split_host_port(key, value, host, port);
+    if (!numeric_address(host)) {
+        bad(key, "expected a numeric address (e.g. 127.0.0.1:8787), got " + quoted(value));
+    }
+    return ListenAddress{host, parse_port(key, port)};
+}
+
+RedisUrl parse_redis_url(const std::string& key, const std::string& value) {
+    RedisUrl url;
+    const std::string unix_scheme = "unix://", redis_scheme = "redis://";
+    if (value.rfind(unix_scheme, 0) == 0) {
+        url.unix_socket = true;
+        url.host = value.substr(unix_scheme.size());
+        if (url.host.empty() || url.host[0] != '/') {
+            bad(key, "expected unix:///absolute/path");
+        }
+        return url;
+    }
+    if (value.rfind(redis_scheme, 0) != 0) {
+        bad(key, "expected redis://[:password@]host:port[/db] or unix:///path");
+    }
+    std::string rest = value.substr(redis_scheme.size());
+    // The credentials end at the last '@': a password may contain '@'.
+    auto at = rest.rfind('@');
+    if (at != std::string::npos) {
+        std::string cred = rest.substr(0, at);
+        rest = rest.substr(at + 1);
+        auto colon = cred.find(':');
+        if (colon == std::string::npos) bad(key, "credentials must be written [user]:password@");
+        url.user = cred.substr(0, colon);
+        url.password = cred.substr(colon + 1);
+    }
+    auto slash = rest.find('/');
+    std::string hostport = rest.substr(0, slash);
+    if (slash != std::string::npos && slash + 1 < rest.size()) {
+        long long db = 0;
+        if (!parse_int(rest.substr(slash + 1), 0, 1 << 20, db)) {
+            bad(key, "the database after '/' must be a number");
+        }
+        url.db = static_cast<int>(db);
+    }
+    if (hostport.empty()) bad(key, "missing host");
+    std::string port;
+    if (hostport.find(':') == std::string::npos && hostport[0] != '[') {
+        url.host = hostport;
+    } else {
+        split_host_port(key, hostport, url.host, port);
+        url.port = parse_port(key, port);
+    }
+    if (url.host.empty()) bad(key, "missing host");
+    return url;
+}
+
+std::size_t parse_size(const std::string& key, const std::string& value) {
+    std::string digits = value;
+    unsigned long long mult = 1;
+    if (!digits.empty()) {
+        switch (std::tolower(static_cast<unsigned char>(digits.back()))) {
+            case 'k':
+                mult = 1024;
+                break;
+            case 'm':
+                mult = 1024 * 1024;
+                break;
+            default:
+                break;
+        }
+        if (mult != 1) digits.pop_back();
+    }
+    long long n = 0;
+    const long long max = 64LL * 1024 * 1024;
+    if (!parse_int(digits, 1, max, n) || n * static_cast<long long>(mult) > max) {
+        bad(key,
+            "expected a size in bytes from 1 to 64M (suffix k or M allowed), got " + quoted(value));
+    }
+    return static_cast<std::size_t>(n * mult);
+}
+
+LogLevel parse_log_level(const std::string& key, const std::string& value) {
+    std::string v = value;
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (v == "error") return LogLevel::error;
+    if (v == "warn" || v == "warning") return LogLevel::warn;
+    if (v == "info") return LogLevel::info;
+    if (v == "debug") return LogLevel::debug;
+    bad(key, "expected error, warn, info or debug, got " + quoted(value));
+}
+
+const std::vector<std::string>& known_keys() {
+    static const std::vector<std::string> names = [] {
+        std::vector<std::string> out;
+        for (const auto& k : table()) out.emplace_back(k.name);
+        return out;
+    }();
+    return names;
+}
+
+Environment parse_env_file(const std::string& text, const std::string& origin) {
+    Environment out;
+    std::size_t pos = 0;
+    int lineno = 0;
+    while (pos <= text.size()) {
+        auto nl = text.find('\n', pos);
+        std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        pos = nl == std::string::npos ? text.size() + 1 : nl + 1;
+        ++lineno;
+        line = trim(line);
+        if (line.empty() || line[0] == '#' || line[0] == ';') continue;
+        if (line.rfind("export ", 0) == 0) line = trim(line.substr(7));
+        auto eq = line.find('=');
+        std::string where = origin + ":" + std::to_string(lineno);
+        if (eq == std::string::npos || eq == 0) {
+            throw ConfigError(where + ": expected KEY=value");
+        }
+        std::string key = trim(line.substr(0, eq));
+        std::string value = trim(line.substr(eq + 1));
+        if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') &&
+            value.back() == value.front()) {
+            value = value.substr(1, value.size() - 2);
+        }
+        out[key] = value;
+    }
+    return out;
+}
+
+Config load_config(const Environment& env, const Environment& file,
+                   std::vector<std::string>* warnings) {
+    auto known = [](const std::string& name) {
+        return std::find_if(table().begin(), table().end(),
+                            [&](const Key& key) { return name == key.name; }) != table().end();
+    };
+    Environment merged;
+    for (const auto& entry : env) {
+        if (entry.first.rfind("SYNCD_", 0) != 0) continue;
+        // The environment is shared with other programs (a test runner's
+        // SYNCD_BIN, ...): an unknown name there is only worth a warning.
+        if (!known(entry.first)) {
+            if (warnings)
+                warnings->push_back(entry.first + ": unknown key in the environment, ignored");
+            continue;
+        }
+        merged[entry.first] = entry.second;
+    }
+    for (const auto& entry : file) {
+        if (!known(entry.first)) throw ConfigError(entry.first + ": unknown key");
+        merged[entry.first] = entry.second;
+    }
+    Config cfg;
+    for (const auto& entry : merged) {
+        const std::string& name = entry.first;
+        auto it = std::find_if(table().begin(), table().end(),
+                               [&](const Key& key) { return name == key.name; });
+        it->set(cfg, entry.second);
+    }
+    return cfg;
+}
+
+void require(const Config& cfg, int needs) {
+    if ((needs & static_cast<int>(Need::database)) && cfg.database_url.empty()) {
+        throw ConfigError("SYNCD_DATABASE_URL: is not set");
+    }
+    if ((needs & static_cast<int>(Need::redis)) && !cfg.redis_set) {
+        throw ConfigError("SYNCD_REDIS_URL: is not set");
+    }
+    if ((needs & static_cast<int>(Need::secrets)) && cfg.webhook_secrets.empty() &&
+        cfg.webhook_secrets_file.empty()) {
+        throw ConfigError("SYNCD_WEBHOOK_SECRETS: is not set (nor SYNCD_WEBHOOK_SECRETS_FILE)");
+    }
+}
+
+}  // namespace syncd

@@ -1,0 +1,82 @@
+// syncd's configuration: one declarative table of keys, read from the
+// environment and optionally from a KEY=value file (systemd EnvironmentFile
+// syntax). Pure logic: the caller supplies the environment and file text.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace syncd {
+
+// A bad or missing value. The message names the key and never contains a
+// secret's value.
+class ConfigError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+enum class LogLevel { error, warn, info, debug };
+
+struct ListenAddress {
+    std::string host;  // numeric IPv4 or IPv6 address (no brackets)
+    int port = 0;
+};
+
+struct RedisUrl {
+    bool unix_socket = false;
+    std::string host;  // or the socket path
+    int port = 6379;
+    std::string user;      // empty: AUTH with the password only
+    std::string password;  // empty: no AUTH
+    int db = 0;
+    // host:port or the path, without credentials: safe to log.
+    std::string redacted() const;
+};
+
+struct Config {
+    ListenAddress listen{"127.0.0.1", 8787};
+    std::string database_url;  // libpq conninfo or URL; never logged
+    RedisUrl redis;
+    bool redis_set = false;
+    std::string redis_prefix;
+    std::string webhook_secrets;       // the raw list; decoded by signature.hpp
+    std::string webhook_secrets_file;  // alternative: a file holding the list
+    std::string webhook_path = "/webhooks/clerk";
+    std::size_t max_body = 1024 * 1024;
+    LogLevel log_level = LogLevel::info;
+    int db_pool = 16;
+};
+
+using Environment = std::map<std::string, std::string>;
+
+// Parses KEY=value lines: blank lines and lines starting with '#' are
+// skipped, an optional "export " prefix is allowed, a value wrapped in single
+// or double quotes is unwrapped. Throws ConfigError with the line number.
+Environment parse_env_file(const std::string& text, const std::string& origin);
+
+// Builds a Config from the environment overlaid by the file's keys (a file
+// named with --config wins over the environment). Only SYNCD_* names are
+// read. An unknown name in the file is an error, so that a typo is not
+// silently ignored; in the environment, which other programs share, it is
+// reported through `warnings`.
+Config load_config(const Environment& env, const Environment& file,
+                   std::vector<std::string>* warnings = nullptr);
+
+// What a subcommand needs: throws ConfigError naming the first missing key.
+enum class Need { database = 1, redis = 2, secrets = 4 };
+void require(const Config& cfg, int needs);
+
+// Single values, exposed for tests.
+ListenAddress parse_listen(const std::string& key, const std::string& value);
+RedisUrl parse_redis_url(const std::string& key, const std::string& value);
+std::size_t parse_size(const std::string& key, const std::string& value);
+LogLevel parse_log_level(const std::string& key, const std::string& value);
+
+// The SYNCD_* keys syncd knows, for check-config and the unknown-key check.
+const std::vector<std::string>& known_keys();
+
+}  // namespace syncd

@@ -1,0 +1,126 @@
+#include "core/metrics.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+
+namespace syncd {
+namespace {
+
+// The shortest decimal that reads back as the same double.
+std::string number(double v) {
+    char buf[64];
+    for (int precision = 1; precision <= 17; ++precision) {
+        std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+        if (std::strtod(buf, nullptr) == v) break;
+    }
+    return buf;
+}
+
+// Label values are event types, which are trusted (they come signed) but
+// still escaped as the exposition format asks.
+std::string label(const std::string& v) {
+    std::string out;
+    for (char c : v) {
+        if (c == '\\' || c == '"') out += '\\';
+        if (c == '\n') {
+            out += "\\n";
+            continue;
+        }
+        out += c;
+    }
+    return out;
+}
+
+}  // namespace
+
+void Metrics::count_event(const std::string& type, const char* outcome) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::set<std::string> types;
+    for (const auto& [key, n] : events_) types.insert(key.first);
+    std::string t = type;
+    if (types.count(t) == 0 && types.size() >= kMaxEventTypes) t = "other";
+    ++events_[{t, outcome}];
+}
+
+void Metrics::count_signature_failure(const char* reason) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++signature_failures_[reason];
+}
+
+void Metrics::count_response(int status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++responses_[status];
+}
+
+void Metrics::observe_latency(double seconds) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (std::size_t i = 0; i < kLatencyBuckets.size(); ++i) {
+        if (seconds <= kLatencyBuckets[i]) ++latency_buckets_[i];
+    }
+    ++latency_count_;
+    latency_sum_ += seconds;
+}
+
+std::uint64_t Metrics::events(const std::string& type, const std::string& outcome) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = events_.find({type, outcome});
+    return it == events_.end() ? 0 : it->second;
+}
+
+std::string Metrics::render() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string out;
+    out += "# HELP syncd_events_total Verified webhook events by type and outcome.\n";
+    out += "# TYPE syncd_events_total counter\n";
+    std::uint64_t duplicates = 0;
+    for (const auto& [key, n] : events_) {
+        out += "syncd_events_total{type=\"" + label(key.first) + "\",outcome=\"" + key.second +
+               "\"} " + std::to_string(n) + "\n";
+        if (key.second == "duplicate") duplicates += n;
+    }
+    out += "# HELP syncd_duplicates_total Redeliveries of an event already committed.\n";
+    out += "# TYPE syncd_duplicates_total counter\n";
+    out += "syncd_duplicates_total " + std::to_string(duplicates) + "\n";
+    out += "# HELP syncd_signature_failures_total Deliveries rejected with 401, by reason.\n";
+    out += "# TYPE syncd_signature_failures_total counter\n";
+    for (const char* reason :
+         {"missing_header", "bad_timestamp", "too_old", "too_new", "bad_signature"}) {
+        auto it = signature_failures_.find(reason);
+        std::uint64_t n = it == signature_failures_.end() ? 0 : it->second;
+        out += std::string("syncd_signature_failures_total{reason=\"") + reason + "\"} " +
+               std::to_string(n) + "\n";
+    }
+    out += "# HELP syncd_http_responses_total HTTP responses by status code.\n";
+    out += "# TYPE syncd_http_responses_total counter\n";
+    for (const auto& [code, n] : responses_) {
+        out += "syncd_http_responses_total{code=\"" + std::to_string(code) + "\"} " +
+               std::to_string(n) + "\n";
+    }
+    out += "# HELP syncd_outbox_depth Changes committed in PostgreSQL not yet applied to Redis.\n";
+    out += "# TYPE syncd_outbox_depth gauge\n";
+    out += "syncd_outbox_depth " + std::to_string(outbox_depth_.load()) + "\n";
+    out += "# HELP syncd_redis_up Whether the last Redis operation succeeded.\n";
+    out += "# TYPE syncd_redis_up gauge\n";
+    out += "syncd_redis_up " + std::to_string(redis_up_.load()) + "\n";
+    out += "# HELP syncd_projected_total Outbox entries applied to Redis.\n";
+    out += "# TYPE syncd_projected_total counter\n";
+    out += "syncd_projected_total " + std::to_string(projected_.load()) + "\n";
+    out +=
+        "# HELP syncd_revocations_published_total Messages published on the revocation channel.\n";
+    out += "# TYPE syncd_revocations_published_total counter\n";
+    out += "syncd_revocations_published_total " + std::to_string(published_.load()) + "\n";
+    out += "# HELP syncd_request_duration_seconds Webhook request latency.\n";
+    out += "# TYPE syncd_request_duration_seconds histogram\n";
+    for (std::size_t i = 0; i < kLatencyBuckets.size(); ++i) {
+        out += "syncd_request_duration_seconds_bucket{le=\"" + number(kLatencyBuckets[i]) + "\"} " +
+               std::to_string(latency_buckets_[i]) + "\n";
+    }
+    out += "syncd_request_duration_seconds_bucket{le=\"+Inf\"} " + std::to_string(latency_count_) +
+           "\n";
+    out += "syncd_request_duration_seconds_sum " + number(latency_sum_) + "\n";
+    out += "syncd_request_duration_seconds_count " + std::to_string(latency_count_) + "\n";
+    return out;
+}
+
+}  // namespace syncd

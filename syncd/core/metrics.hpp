@@ -1,0 +1,51 @@
+// syncd's counters and their Prometheus text exposition. Thread-safe; no
+// I/O. Label values are event types and fixed outcome names only.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+
+namespace syncd {
+
+class Metrics {
+  public:
+    static constexpr std::array<double, 12> kLatencyBuckets = {
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0};
+    // More distinct event types than this are counted as "other".
+    static constexpr std::size_t kMaxEventTypes = 64;
+
+    // outcome: applied, stale, ignored, duplicate, failed.
+    void count_event(const std::string& type, const char* outcome);
+    void count_signature_failure(const char* reason);
+    void count_response(int status);
+    void observe_latency(double seconds);
+    void set_outbox_depth(std::int64_t depth) { outbox_depth_.store(depth); }
+    void set_redis_up(bool up) { redis_up_.store(up ? 1 : 0); }
+    void count_projected(std::int64_t n) { projected_ += n; }
+    void count_published(std::int64_t n) { published_ += n; }
+
+    std::string render() const;
+
+    // For tests.
+    std::uint64_t events(const std::string& type, const std::string& outcome) const;
+
+  private:
+    mutable std::mutex mu_;
+    std::map<std::pair<std::string, std::string>, std::uint64_t> events_;
+    std::map<std::string, std::uint64_t> signature_failures_;
+    std::map<int, std::uint64_t> responses_;
+    std::array<std::uint64_t, kLatencyBuckets.size()> latency_buckets_{};
+    std::uint64_t latency_count_ = 0;
+    double latency_sum_ = 0;
+    std::atomic<std::int64_t> outbox_depth_{0};
+    std::atomic<int> redis_up_{0};
+    std::atomic<std::int64_t> projected_{0};
+    std::atomic<std::int64_t> published_{0};
+};
+
+}  // namespace syncd

@@ -1,0 +1,85 @@
+#include "core/projection.hpp"
+
+#include <algorithm>
+
+namespace syncd {
+
+const char* user_status_name(UserStatus s) noexcept {
+    switch (s) {
+        case UserStatus::unknown:
+            return "unknown";
+        case UserStatus::active:
+            return "active";
+        case UserStatus::banned:
+            return "banned";
+        case UserStatus::deleted:
+            return "deleted";
+    }
+    return "unknown";
+}
+
+std::string user_key(const std::string& prefix, const std::string& clerk_user_id) {
+    return prefix + "user:" + clerk_user_id;
+}
+
+std::string session_key(const std::string& prefix, const std::string& session_id) {
+    return prefix + "sess:" + session_id;
+}
+
+std::string revocation_channel(const std::string& prefix) {
+    return prefix + "session:revocations";
+}
+
+std::string roles_field(const std::string& role,
+                        const std::vector<std::pair<std::string, std::string>>& memberships) {
+    std::string out = role;
+    for (const auto& [slug, member_role] : memberships) {
+        out += ' ';
+        out += slug;
+        out += '/';
+        out += member_role;
+    }
+    return out;
+}
+
+KeyState project_user(const UserState& user, const std::string& prefix, std::int64_t now_ms) {
+    KeyState k;
+    k.key = user_key(prefix, user.clerk_id);
+    k.present = true;
+    if (user.status == UserStatus::deleted) {
+        // A tombstone: the status only, no personal data.
+        k.fields = {{"status", "deleted"}};
+        std::int64_t until_latest = (user.latest_session_expiry_ms - now_ms) / 1000;
+        k.ttl_seconds = std::max(kTombstoneMinTtlSeconds, until_latest + kTombstoneMarginSeconds);
+        return k;
+    }
+    k.fields.emplace_back("db_id", user.db_id);
+    k.fields.emplace_back("role", user.role);
+    k.fields.emplace_back("roles", roles_field(user.role, user.memberships));
+    if (user.email) k.fields.emplace_back("email", *user.email);
+    k.fields.emplace_back("status", user.status == UserStatus::banned ? "banned" : "active");
+    return k;
+}
+
+KeyState project_session(const SessionState& session, const std::string& prefix,
+                         std::int64_t now_ms) {
+    KeyState k;
+    k.key = session_key(prefix, session.id);
+    bool user_ok =
+        session.user_status != UserStatus::banned && session.user_status != UserStatus::deleted;
+    if (session.status != "active" || !user_ok || session.expires_at_ms <= now_ms) return k;
+    k.present = true;
+    k.fields.emplace_back("user_id", session.clerk_user_id);
+    k.fields.emplace_back("expires_at", std::to_string(session.expires_at_ms));
+    if (session.last_active_at_ms) {
+        k.fields.emplace_back("last_active_at", std::to_string(*session.last_active_at_ms));
+    }
+    k.expire_at_ms = session.expires_at_ms;
+    return k;
+}
+
+std::string revocation_message(const char* kind, const std::string& id) {
+    return std::string(kind) + " " + id;
+}
+
+}  // namespace syncd

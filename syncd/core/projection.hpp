@@ -1,0 +1,71 @@
+// What Redis should hold for a user or a session, computed from the rows in
+// PostgreSQL (docs/redis-contract.md). Pure logic: the Redis client applies
+// the result; reconcile compares it with what Redis has.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace syncd {
+
+// A tombstone outlives every session: at least this long, and at least a
+// day past the user's latest session expiry.
+inline constexpr std::int64_t kTombstoneMinTtlSeconds = 30LL * 24 * 3600;
+inline constexpr std::int64_t kTombstoneMarginSeconds = 24LL * 3600;
+
+enum class UserStatus { unknown, active, banned, deleted };
+
+const char* user_status_name(UserStatus s) noexcept;
+
+struct UserState {
+    std::string clerk_id;
+    std::string db_id;
+    std::optional<std::string> email;
+    std::string role;
+    UserStatus status = UserStatus::active;
+    // (organization slug, membership role) of every live membership.
+    std::vector<std::pair<std::string, std::string>> memberships;
+    std::int64_t latest_session_expiry_ms = 0;
+};
+
+struct SessionState {
+    std::string id;
+    std::string clerk_user_id;
+    std::string status;
+    std::int64_t expires_at_ms = 0;
+    std::optional<std::int64_t> last_active_at_ms;
+    UserStatus user_status = UserStatus::unknown;
+};
+
+// One key's desired state: absent, or a hash with exactly these fields and
+// either no expiry, an absolute expiry, or a relative TTL.
+struct KeyState {
+    std::string key;
+    bool present = false;
+    std::vector<std::pair<std::string, std::string>> fields;
+    std::optional<std::int64_t> expire_at_ms;  // PEXPIREAT
+    std::optional<std::int64_t> ttl_seconds;   // EXPIRE
+};
+
+std::string user_key(const std::string& prefix, const std::string& clerk_user_id);
+std::string session_key(const std::string& prefix, const std::string& session_id);
+std::string revocation_channel(const std::string& prefix);
+
+// "<role> <slug>/<membership role> ..." in membership order.
+std::string roles_field(const std::string& role,
+                        const std::vector<std::pair<std::string, std::string>>& memberships);
+
+KeyState project_user(const UserState& user, const std::string& prefix, std::int64_t now_ms);
+
+// Present only while the session is active, unexpired and its user neither
+// banned nor deleted.
+KeyState project_session(const SessionState& session, const std::string& prefix,
+                         std::int64_t now_ms);
+
+// The revocation message for the channel: "session <id>" or "user <id>".
+std::string revocation_message(const char* kind, const std::string& id);
+
+}  // namespace syncd

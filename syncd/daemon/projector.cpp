@@ -1,0 +1,191 @@
+#include "daemon/projector.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "daemon/log.hpp"
+#include "daemon/pg.hpp"
+#include "daemon/state.hpp"
+
+namespace syncd {
+namespace {
+
+constexpr int kBatch = 500;
+
+struct Entry {
+    std::string kind;
+    std::string key;
+    bool revoke = false;
+    bool cascade = false;
+};
+
+}  // namespace
+
+std::int64_t now_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+void project_user_key(PGconn* pg, Redis& redis, const std::string& prefix,
+                      const std::string& clerk_user_id, bool revoke, bool cascade,
+                      std::set<std::string>& messages) {
+    auto user = load_user(pg, clerk_user_id);
+    KeyState desired;
+    if (user) {
+        desired = project_user(*user, prefix, now_ms());
+    } else {
+        desired.key = user_key(prefix, clerk_user_id);  // absent: no row, no key
+    }
+    redis.apply(desired);
+    if (cascade) {
+        for (const auto& session : load_user_sessions(pg, clerk_user_id)) {
+            KeyState s = project_session(session, prefix, now_ms());
+            redis.apply(s);
+            if (!s.present && revoke) messages.insert(revocation_message("session", session.id));
+        }
+    }
+    if (revoke) messages.insert(revocation_message("user", clerk_user_id));
+}
+
+void project_session_keys(PGconn* pg, Redis& redis, const std::string& prefix,
+                          const std::vector<SessionWork>& sessions,
+                          std::set<std::string>& messages) {
+    if (sessions.empty()) return;
+    std::vector<std::string> ids;
+    for (const auto& w : sessions) ids.push_back(w.id);
+    std::map<std::string, SessionState> found;
+    for (auto& state : load_sessions(pg, ids)) found.emplace(state.id, std::move(state));
+    std::vector<std::vector<std::string>> commands;
+    const std::int64_t now = now_ms();
+    for (const auto& w : sessions) {
+        auto it = found.find(w.id);
+        KeyState desired;
+        if (it != found.end()) {
+            desired = project_session(it->second, prefix, now);
+        } else {
+            desired.key = session_key(prefix, w.id);  // no row: no key
+        }
+        for (auto& cmd : apply_commands(desired)) commands.push_back(std::move(cmd));
+        if (w.revoke && !desired.present) messages.insert(revocation_message("session", w.id));
+    }
+    redis.pipeline(commands);
+}
+
+int Projector::drain(PGconn* pg, Redis& redis, const std::string& prefix, Metrics& metrics) {
+    PgTransaction tx(pg);
+    auto locked = pg_exec(pg, kProjectorLockSql);
+    if (!pg_bool(locked.get(), 0, 0)) return 0;  // another projector is at work
+    auto rows =
+        pg_exec(pg, "SELECT id, kind, key, revoke, cascade FROM outbox ORDER BY id LIMIT $1",
+                {std::to_string(kBatch)});
+    int n = PQntuples(rows.get());
+    if (n == 0) return 0;
+    // Several entries for one key collapse into one projection of its
+    // current rows.
+    std::vector<Entry> work;
+    std::map<std::pair<std::string, std::string>, std::size_t> index;
+    std::string ids = "{";
+    for (int i = 0; i < n; ++i) {
+        if (i) ids += ',';
+        ids += pg_text(rows.get(), i, 0);
+        Entry e{pg_text(rows.get(), i, 1), pg_text(rows.get(), i, 2), pg_bool(rows.get(), i, 3),
+                pg_bool(rows.get(), i, 4)};
+        auto [it, fresh] = index.emplace(std::make_pair(e.kind, e.key), work.size());
+        if (fresh) {
+            work.push_back(e);
+        } else {
+            work[it->second].revoke |= e.revoke;
+            work[it->second].cascade |= e.cascade;
+        }
+    }
+    ids += "}";
+    std::set<std::string> messages;
+    std::vector<SessionWork> sessions;
+    for (const auto& e : work) {
+        if (e.kind == "user") {
+            project_user_key(pg, redis, prefix, e.key, e.revoke, e.cascade, messages);
+        } else {
+            sessions.push_back({e.key, e.revoke});
+        }
+    }
+    project_session_keys(pg, redis, prefix, sessions, messages);
+    const std::string channel = revocation_channel(prefix);
+    for (const auto& m : messages) redis.publish(channel, m);
+    pg_exec(pg, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", {ids});
+    tx.commit();
+    metrics.count_projected(n);
+    metrics.count_published(static_cast<std::int64_t>(messages.size()));
+    return n;
+}
+
+void Projector::start() {
+    thread_ = std::thread([this] { run(); });
+}
+
+void Projector::stop() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+void Projector::wake() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        pending_ = true;
+    }
+    cv_.notify_one();
+}
+
+void Projector::run() {
+    PgConn pg;
+    std::unique_ptr<Redis> redis;
+    std::chrono::milliseconds backoff(100);
+    bool failing = false;
+    while (true) {
+        bool ok = true;
+        try {
+            if (!pg || PQstatus(pg.get()) != CONNECTION_OK) pg = pg_connect(cfg_.database_url);
+            if (!redis || redis->broken()) {
+                redis.reset();
+                redis = std::make_unique<Redis>(cfg_.redis, std::chrono::milliseconds(2000));
+            }
+            while (drain(pg.get(), *redis, cfg_.redis_prefix, metrics_) == kBatch) {
+            }
+            auto depth = pg_exec(pg.get(), "SELECT count(*) FROM outbox");
+            metrics_.set_outbox_depth(pg_int(depth.get(), 0, 0));
+            metrics_.set_redis_up(true);
+            if (failing)
+                log::info("projector: Redis and PostgreSQL reachable again; outbox applied");
+            failing = false;
+            backoff = std::chrono::milliseconds(100);
+        } catch (const RedisError& e) {
+            ok = false;
+            redis.reset();
+            metrics_.set_redis_up(false);
+            if (!failing) log::warn("projector: " + std::string(e.what()) + "; will retry");
+        } catch (const std::exception& e) {
+            ok = false;
+            if (pg && PQstatus(pg.get()) != CONNECTION_OK) pg.reset();
+            if (!failing) log::warn("projector: " + std::string(e.what()) + "; will retry");
+        }
+        if (!ok) {
+            failing = true;
+            backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+        }
+        std::unique_lock<std::mutex> lock(mu_);
+        // While failing, wake-ups do not cut the back-off short; the periodic
+        // pass also picks up entries left by another process.
+        auto wait = ok ? std::chrono::milliseconds(1000) : backoff;
+        cv_.wait_for(lock, wait, [&] { return stopping_ || (ok && pending_); });
+        if (stopping_) return;
+        pending_ = false;
+    }
+}
+
+}  // namespace syncd

@@ -1,0 +1,69 @@
+// Applies the outbox to Redis: a background thread that reads the pending
+// entries, projects the current PostgreSQL rows they name (never the event
+// itself, so that order of arrival does not matter), publishes revocations
+// and deletes the entries, retrying with back-off while Redis is down.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/config.hpp"
+#include "core/metrics.hpp"
+#include "daemon/redis.hpp"
+
+namespace syncd {
+
+// Serialises projection across processes: whoever holds it writes Redis.
+inline constexpr const char* kProjectorLockSql = "SELECT pg_try_advisory_xact_lock(1398361668, 0)";
+
+std::int64_t now_ms();
+
+// Projects one user (and, with `cascade`, that user's sessions) or one
+// session into Redis; adds the revocation messages to `messages`.
+void project_user_key(PGconn* pg, Redis& redis, const std::string& prefix,
+                      const std::string& clerk_user_id, bool revoke, bool cascade,
+                      std::set<std::string>& messages);
+// Sessions are projected in batches: one query, one Redis round trip.
+struct SessionWork {
+    std::string id;
+    bool revoke = false;
+};
+void project_session_keys(PGconn* pg, Redis& redis, const std::string& prefix,
+                          const std::vector<SessionWork>& sessions,
+                          std::set<std::string>& messages);
+
+class Projector {
+  public:
+    Projector(const Config& cfg, Metrics& metrics) : cfg_(cfg), metrics_(metrics) {}
+    ~Projector() { stop(); }
+
+    void start();
+    void stop();
+    // Called after a commit that wrote outbox entries.
+    void wake();
+
+    // One pass over the outbox on the given connections; returns the number
+    // of entries applied. Throws PgError / RedisError.
+    static int drain(PGconn* pg, Redis& redis, const std::string& prefix, Metrics& metrics);
+
+  private:
+    void run();
+
+    Config cfg_;
+    Metrics& metrics_;
+    std::thread thread_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stopping_ = false;
+    bool pending_ = false;
+};
+
+}  // namespace syncd

@@ -1,0 +1,144 @@
+// syncd: the identity provider's signed webhooks into PostgreSQL and Redis.
+// Subcommands: serve, migrate, reconcile, check-config; --version.
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/config.hpp"
+#include "core/signature.hpp"
+#include "daemon/log.hpp"
+#include "daemon/migrate.hpp"
+#include "daemon/pg.hpp"
+#include "daemon/reconcile.hpp"
+#include "daemon/serve.hpp"
+
+#ifndef SYNCD_VERSION
+#define SYNCD_VERSION "0.0.0"
+#endif
+
+extern char** environ;
+
+namespace {
+
+constexpr int kExitUsage = 2;
+constexpr int kExitConfig = 78;  // EX_CONFIG: systemd's RestartPreventExitStatus
+
+const char* kUsage =
+    "usage: syncd [--config FILE] COMMAND\n"
+    "commands:\n"
+    "  serve          receive webhooks (see docs/syncd.md)\n"
+    "  migrate        apply the schema migrations to SYNCD_DATABASE_URL\n"
+    "  reconcile      rebuild the Redis projection from PostgreSQL\n"
+    "  check-config   validate the configuration and exit\n"
+    "  --version      print the version\n";
+
+syncd::Environment process_environment() {
+    syncd::Environment env;
+    for (char** e = environ; e && *e; ++e) {
+        const char* eq = std::strchr(*e, '=');
+        if (eq)
+            env.emplace(std::string(*e, static_cast<std::size_t>(eq - *e)), std::string(eq + 1));
+    }
+    return env;
+}
+
+syncd::Config load(const std::string& config_file) {
+    syncd::Environment file;
+    if (!config_file.empty()) {
+        std::ifstream in(config_file);
+        if (!in) throw syncd::ConfigError("--config: cannot read " + config_file);
+        std::ostringstream text;
+        text << in.rdbuf();
+        file = syncd::parse_env_file(text.str(), config_file);
+    }
+    std::vector<std::string> warnings;
+    syncd::Config cfg = syncd::load_config(process_environment(), file, &warnings);
+    for (const auto& w : warnings) std::fprintf(stderr, "syncd: warning: %s\n", w.c_str());
+    return cfg;
+}
+
+int check_config(const syncd::Config& cfg) {
+    syncd::require(cfg, static_cast<int>(syncd::Need::database) |
+                            static_cast<int>(syncd::Need::redis) |
+                            static_cast<int>(syncd::Need::secrets));
+    auto keys = syncd::parse_secrets(
+        cfg.webhook_secrets_file.empty() ? "SYNCD_WEBHOOK_SECRETS" : "SYNCD_WEBHOOK_SECRETS_FILE",
+        syncd::secrets_text(cfg));
+    std::printf(
+        "configuration ok: listen %s:%d, webhook path %s, redis %s, prefix \"%s\", "
+        "%zu webhook secret(s), max body %zu bytes\n",
+        cfg.listen.host.c_str(), cfg.listen.port, cfg.webhook_path.c_str(),
+        cfg.redis.redacted().c_str(), cfg.redis_prefix.c_str(), keys.size(), cfg.max_body);
+    return 0;
+}
+
+int run_migrate(const syncd::Config& cfg) {
+    syncd::require(cfg, static_cast<int>(syncd::Need::database));
+    auto conn = syncd::pg_connect(cfg.database_url);
+    auto report = syncd::migrate(conn.get(), syncd::embedded_migrations());
+    std::printf("migrations: %d applied, %d already applied\n", report.applied, report.already);
+    return 0;
+}
+
+int run_reconcile(const syncd::Config& cfg) {
+    syncd::require(cfg,
+                   static_cast<int>(syncd::Need::database) | static_cast<int>(syncd::Need::redis));
+    auto report = syncd::reconcile(cfg);
+    std::printf("reconcile: %s\n", report.summary().c_str());
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string config_file;
+    std::string command;
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (arg == "--config" && i + 1 < argc) {
+            config_file = argv[++i];
+        } else if (arg.rfind("--config=", 0) == 0) {
+            config_file = arg.substr(9);
+        } else if (arg == "--version" || arg == "-V") {
+            std::printf("syncd %s\n", SYNCD_VERSION);
+            return 0;
+        } else if (arg == "--help" || arg == "-h") {
+            std::fputs(kUsage, stdout);
+            return 0;
+        } else if (command.empty() && arg[0] != '-') {
+            command = arg;
+        } else {
+            std::fprintf(stderr, "syncd: unexpected argument \"%s\"\n%s", arg.c_str(), kUsage);
+            return kExitUsage;
+        }
+    }
+    if (command.empty()) {
+        std::fputs(kUsage, stderr);
+        return kExitUsage;
+    }
+    try {
+        syncd::Config cfg = load(config_file);
+        syncd::log::set_level(cfg.log_level);
+        if (command == "serve") {
+            syncd::require(cfg, static_cast<int>(syncd::Need::database) |
+                                    static_cast<int>(syncd::Need::redis) |
+                                    static_cast<int>(syncd::Need::secrets));
+            return syncd::serve(cfg, [config_file] { return load(config_file); });
+        }
+        if (command == "migrate") return run_migrate(cfg);
+        if (command == "reconcile") return run_reconcile(cfg);
+        if (command == "check-config") return check_config(cfg);
+        std::fprintf(stderr, "syncd: unknown command \"%s\"\n%s", command.c_str(), kUsage);
+        return kExitUsage;
+    } catch (const syncd::ConfigError& e) {
+        std::fprintf(stderr, "syncd: configuration error: %s\n", e.what());
+        return kExitConfig;
+    } catch (const std::exception& e) {
+        syncd::log::error(e.what());
+        return 1;
+    }
+}
