@@ -44,6 +44,7 @@ public:
           log_(cycle->log),
           role_(role),
           on_revocation_(on_revocation),
+          lookup_script_(core::kLookupScript),
           lookup_sha_(core::script_sha1(core::kLookupScript)),
           touch_sha_(core::script_sha1(core::kTouchScript)) {
         init_timer(&reconnect_timer_, on_reconnect_timer);
@@ -77,6 +78,7 @@ private:
     void connect() noexcept;
     bool attach(redisAsyncContext* ac) noexcept;
     void send_handshake() noexcept;
+    void load_lookup_script() noexcept;
     void drop(const char* reason) noexcept;
     void schedule_reconnect() noexcept;
     bool send_lookup(Lookup* lookup, bool with_eval) noexcept;
@@ -101,6 +103,7 @@ private:
     ngx_log_t* log_;
     LinkRole role_;
     RevocationHandler on_revocation_;
+    std::string_view lookup_script_;  // kLookupScript, or the legacy one
     std::string lookup_sha_;
     std::string touch_sha_;
     redisAsyncContext* ac_ = nullptr;
@@ -249,7 +252,6 @@ bool Link::attach(redisAsyncContext* ac) noexcept {
 void Link::send_handshake() noexcept {
     static const char* kAuth = "AUTH";
     static const char* kSelect = "SELECT";
-    static const char* kLoadLookup = "SCRIPT LOAD lookup";
     static const char* kLoadTouch = "SCRIPT LOAD touch";
 
     if (conf_->password.len > 0) {
@@ -273,14 +275,19 @@ void Link::send_handshake() noexcept {
         redisAsyncCommandArgv(ac_, on_channel_message, this, 2, argv, argvlen);
         return;
     }
-    const char* lookup_argv[] = {"SCRIPT", "LOAD", core::kLookupScript.data()};
-    std::size_t lookup_len[] = {6, 4, core::kLookupScript.size()};
-    redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kLoadLookup), 3,
-                          lookup_argv, lookup_len);
+    load_lookup_script();
     const char* touch_argv[] = {"SCRIPT", "LOAD", core::kTouchScript.data()};
     std::size_t touch_len[] = {6, 4, core::kTouchScript.size()};
     redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kLoadTouch), 3, touch_argv,
                           touch_len);
+}
+
+void Link::load_lookup_script() noexcept {
+    static const char* kLoadLookup = "SCRIPT LOAD lookup";
+    const char* argv[] = {"SCRIPT", "LOAD", lookup_script_.data()};
+    std::size_t argvlen[] = {6, 4, lookup_script_.size()};
+    redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kLoadLookup), 3, argv,
+                          argvlen);
 }
 
 // Frees the connection now. Every pending callback runs (with no reply)
@@ -374,6 +381,19 @@ void Link::on_handshake_reply(redisAsyncContext* ac, void* reply_ptr, void* step
     if (self == nullptr || reply == nullptr) {
         return;  // the connection is going away
     }
+    if (reply->type == REDIS_REPLY_ERROR &&
+        std::strcmp(static_cast<const char*>(step), "SCRIPT LOAD lookup") == 0 &&
+        self->lookup_script_.data() != core::kLookupScriptLegacy.data()) {
+        // Redis before 7 has no script flags: use the plain script from now
+        // on (lookups already sent on this connection fail once).
+        ngx_log_error(NGX_LOG_NOTICE, self->log_, 0,
+                      "session_redis %V: no script flags (Redis < 7), using the plain script",
+                      &self->conf_->address_text);
+        self->lookup_script_ = core::kLookupScriptLegacy;
+        self->lookup_sha_ = core::script_sha1(self->lookup_script_);
+        self->load_lookup_script();
+        return;
+    }
     if (reply->type == REDIS_REPLY_ERROR) {
         // Redis's own message names the problem (WRONGPASS, NOAUTH, ...); it
         // never contains the password.
@@ -442,7 +462,7 @@ void Link::on_channel_message(redisAsyncContext* ac, void* reply_ptr, void*) noe
 bool Link::send_lookup(Lookup* lookup, bool with_eval) noexcept {
     std::string_view prefix = to_view(conf_->prefix);
     std::string_view script_or_sha =
-        with_eval ? core::kLookupScript : std::string_view(lookup_sha_);
+        with_eval ? lookup_script_ : std::string_view(lookup_sha_);
     const char* argv[] = {with_eval ? "EVAL" : "EVALSHA", script_or_sha.data(), "1",
                           lookup->key.data(), prefix.data() != nullptr ? prefix.data() : ""};
     std::size_t argvlen[] = {with_eval ? 4u : 7u, script_or_sha.size(), 1, lookup->key.size(),

@@ -261,6 +261,29 @@ TEST_F(RedisScriptsTest, LookupSessionAndUser) {
     EXPECT_EQ(evaluate(record, kNow, Policy{}).outcome, Outcome::ok);
 }
 
+// Redis before 7 gets the script without its flags line; on Redis 7 both
+// must answer the same.
+TEST_F(RedisScriptsTest, LegacyLookupScriptIsTheSameScriptUnflagged) {
+    ASSERT_EQ(kLookupScript.substr(0, 2), "#!");
+    EXPECT_EQ(kLookupScript.substr(kLookupScript.find('\n') + 1), kLookupScriptLegacy);
+    EXPECT_EQ(kLookupScriptLegacy.find("#!"), std::string_view::npos);
+
+    command({"HSET", "sess:legacy", "user_id", "user_l", "expires_at", "1700000060000"});
+    command({"HSET", "user:user_l", "role", "admin"});
+    const ReplyPtr flagged = lookup("sess:legacy", "");
+    const ReplyPtr legacy = command(
+        {"EVAL", std::string(kLookupScriptLegacy), "1", "sess:legacy", ""});
+    ASSERT_TRUE(flagged);
+    ASSERT_TRUE(legacy);
+    LookupRecord a;
+    LookupRecord b;
+    ASSERT_EQ(decode_lookup_reply(flagged.get(), a), DecodeStatus::ok);
+    ASSERT_EQ(decode_lookup_reply(legacy.get(), b), DecodeStatus::ok);
+    EXPECT_EQ(a.session, b.session);
+    EXPECT_EQ(a.user, b.user);
+    EXPECT_EQ(b.get(UserField::role), "admin");
+}
+
 TEST_F(RedisScriptsTest, LookupMissingSession) {
     const ReplyPtr reply = lookup("app:sess:nope", "app:");
     ASSERT_TRUE(reply);
