@@ -79,7 +79,7 @@ std::string_view outcome_name(Outcome outcome) noexcept;
 struct Policy {
     const std::string_view* required_roles = nullptr;  // any one passes
     std::size_t required_role_count = 0;
-    std::int64_t touch_interval_ms = 0;                 // 0: session_touch off
+    std::int64_t touch_interval_ms = 0;  // 0: session_touch off
 };
 
 struct Verdict {
@@ -91,8 +91,7 @@ struct Verdict {
 
 // The verdict on a record at `now_ms` (Unix ms). Never returns missing,
 // error or stale: those come from the caller.
-Verdict evaluate(const LookupRecord& record, std::int64_t now_ms,
-                 const Policy& policy) noexcept;
+Verdict evaluate(const LookupRecord& record, std::int64_t now_ms, const Policy& policy) noexcept;
 
 // True when the user holds `role`: the user's `role` field, or one of the
 // space-separated words of `roles`.

@@ -170,9 +170,8 @@ ngx_int_t conclude(ngx_http_request_t* r, RequestCtx* ctx, Outcome outcome) noex
     const LocConf* lcf = loc_conf(r);
     ctx->outcome = outcome;
     ctx->done = true;
-    ctx->has_record = ctx->has_record &&
-                      (outcome == Outcome::ok || outcome == Outcome::stale ||
-                       outcome == Outcome::forbidden);
+    ctx->has_record = ctx->has_record && (outcome == Outcome::ok || outcome == Outcome::stale ||
+                                          outcome == Outcome::forbidden);
     count_check(outcome);
 
     switch (outcome) {
@@ -247,9 +246,8 @@ ngx_int_t judge_reply(ngx_http_request_t* r, RequestCtx* ctx, const redisReply* 
     core::LookupRecord from_reply;
     if (core::decode_lookup_reply(reply, from_reply) != core::DecodeStatus::ok) {
         if (reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "session_redis: lookup failed: %*s", static_cast<size_t>(reply->len),
-                          reply->str);
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "session_redis: lookup failed: %*s",
+                          static_cast<size_t>(reply->len), reply->str);
         }
         return redis_unavailable(r, ctx);
     }
@@ -275,8 +273,7 @@ void on_lookup_done(void* owner, const redisReply* reply, LookupFailure failure)
         judge_reply(r, ctx, reply);
     } else {
         if (failure == LookupFailure::timeout) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "session_redis: lookup timed out");
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0, "session_redis: lookup timed out");
         }
         redis_unavailable(r, ctx);
     }

@@ -16,16 +16,16 @@ struct Lookup;
 struct RequestCtx {
     ngx_http_request_t* request;
     core::Outcome outcome;
-    bool done;              // the verdict is known; `rc` is final
+    bool done;  // the verdict is known; `rc` is final
     bool cleanup_added;
-    bool has_record;        // `record` holds a valid session's identity
-    ngx_int_t rc;           // what the access handler answers on re-entry
-    ngx_str_t token;        // request pool copy
-    ngx_str_t session_key;  // <prefix>sess:<token>, request pool
-    core::LookupRecord record;         // views into `flat`
-    const unsigned char* stale_flat;   // an expired cache entry, if any
+    bool has_record;                  // `record` holds a valid session's identity
+    ngx_int_t rc;                     // what the access handler answers on re-entry
+    ngx_str_t token;                  // request pool copy
+    ngx_str_t session_key;            // <prefix>sess:<token>, request pool
+    core::LookupRecord record;        // views into `flat`
+    const unsigned char* stale_flat;  // an expired cache entry, if any
     std::size_t stale_flat_len;
-    Lookup* lookup;         // in flight, or nullptr
+    Lookup* lookup;  // in flight, or nullptr
 };
 
 ngx_int_t access_handler(ngx_http_request_t* r) noexcept;

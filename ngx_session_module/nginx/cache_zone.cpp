@@ -37,7 +37,9 @@ struct CacheZone {
     ngx_msec_t stale;
 };
 
-Entry* entry_of(ngx_rbtree_node_t* node) noexcept { return reinterpret_cast<Entry*>(node + 1); }
+Entry* entry_of(ngx_rbtree_node_t* node) noexcept {
+    return reinterpret_cast<Entry*>(node + 1);
+}
 
 ngx_rbtree_node_t* node_of(Entry* entry) noexcept {
     return reinterpret_cast<ngx_rbtree_node_t*>(entry) - 1;
@@ -58,8 +60,7 @@ void insert_value(ngx_rbtree_node_t* temp, ngx_rbtree_node_t* node,
         if (node->key != temp->key) {
             p = (node->key < temp->key) ? &temp->left : &temp->right;
         } else {
-            p = (token_of(entry_of(node)) < token_of(entry_of(temp))) ? &temp->left
-                                                                       : &temp->right;
+            p = (token_of(entry_of(node)) < token_of(entry_of(temp))) ? &temp->left : &temp->right;
         }
         if (*p == sentinel) {
             *p = node;
@@ -215,8 +216,8 @@ bool zone_declared(ngx_conf_t* cf, const ngx_str_t& name) noexcept {
 char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
     auto* value = static_cast<ngx_str_t*>(cf->args->elts);
 
-    u_char* colon = static_cast<u_char*>(ngx_strlchr(value[1].data, value[1].data + value[1].len,
-                                                     ':'));
+    u_char* colon =
+        static_cast<u_char*>(ngx_strlchr(value[1].data, value[1].data + value[1].len, ':'));
     if (colon == nullptr || colon == value[1].data) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid zone \"%V\" in \"%V\" directive, it must be NAME:SIZE",
@@ -269,8 +270,8 @@ char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexc
     }
 
     if (zone_declared(cf, name)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "duplicate zone \"%V\" in \"%V\" directive",
-                           &name, &cmd->name);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "duplicate zone \"%V\" in \"%V\" directive", &name,
+                           &cmd->name);
         return static_cast<char*>(NGX_CONF_ERROR);
     }
     ngx_shm_zone_t* shm_zone = ngx_shared_memory_add(cf, &name, size, &ngx_session_module);
@@ -278,8 +279,8 @@ char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexc
         return static_cast<char*>(NGX_CONF_ERROR);
     }
     if (shm_zone->data != nullptr) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "duplicate zone \"%V\" in \"%V\" directive",
-                           &name, &cmd->name);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "duplicate zone \"%V\" in \"%V\" directive", &name,
+                           &cmd->name);
         return static_cast<char*>(NGX_CONF_ERROR);
     }
     shm_zone->init = init_zone;

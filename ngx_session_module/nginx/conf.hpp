@@ -18,9 +18,9 @@ struct RedisConf {
     ngx_str_t address_text;  // as written, for log messages
     ngx_str_t host;          // numeric IP, NUL-terminated; empty for unix:
     ngx_int_t port;
-    ngx_str_t unix_path;     // NUL-terminated; empty for TCP
-    ngx_str_t password;      // never logged
-    ngx_int_t db;            // -1: leave the connection's default
+    ngx_str_t unix_path;  // NUL-terminated; empty for TCP
+    ngx_str_t password;   // never logged
+    ngx_int_t db;         // -1: leave the connection's default
     ngx_msec_t timeout;
     ngx_msec_t connect_timeout;
     ngx_str_t prefix;
@@ -43,8 +43,8 @@ enum FailMode : ngx_uint_t { kFailClosed = 0, kFailOpen = 1 };
 
 struct LocConf {
     ngx_flag_t check;
-    ngx_array_t* token_sources;    // of TokenSource
-    ngx_array_t* required_roles;   // of std::string_view, into conf memory
+    ngx_array_t* token_sources;   // of TokenSource
+    ngx_array_t* required_roles;  // of std::string_view, into conf memory
     ngx_http_complex_value_t* redirect;
     ngx_uint_t fail_mode;
     ngx_shm_zone_t* cache_zone;    // nullptr: session_cache off

@@ -102,9 +102,8 @@ core::MetricsSnapshot snapshot() noexcept {
 }  // namespace
 
 ngx_shm_zone_t* add_metrics_zone(ngx_conf_t* cf) noexcept {
-    ngx_shm_zone_t* zone =
-        ngx_shared_memory_add(cf, &g_zone_name, 8 * ngx_pagesize + sizeof(MetricsShared),
-                              &ngx_session_module);
+    ngx_shm_zone_t* zone = ngx_shared_memory_add(
+        cf, &g_zone_name, 8 * ngx_pagesize + sizeof(MetricsShared), &ngx_session_module);
     if (zone == nullptr) {
         return nullptr;
     }

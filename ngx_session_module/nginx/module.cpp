@@ -21,7 +21,9 @@ bool starts_with(const ngx_str_t& s, std::string_view prefix) noexcept {
     return to_view(s).substr(0, prefix.size()) == prefix;
 }
 
-ngx_str_t after(const ngx_str_t& s, std::size_t n) noexcept { return {s.len - n, s.data + n}; }
+ngx_str_t after(const ngx_str_t& s, std::size_t n) noexcept {
+    return {s.len - n, s.data + n};
+}
 
 // A NUL-terminated copy, for hiredis's C strings.
 bool copy_cstring(ngx_conf_t* cf, std::string_view from, ngx_str_t* to) noexcept {
@@ -36,8 +38,8 @@ bool copy_cstring(ngx_conf_t* cf, std::string_view from, ngx_str_t* to) noexcept
 }
 
 char* invalid_parameter(ngx_conf_t* cf, ngx_command_t* cmd, const ngx_str_t& value) noexcept {
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\" in \"%V\" directive",
-                       &value, &cmd->name);
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\" in \"%V\" directive", &value,
+                       &cmd->name);
     return kConfError;
 }
 
@@ -67,8 +69,8 @@ bool parse_address(ngx_conf_t* cf, ngx_command_t* cmd, const ngx_str_t& text,
     }
 #endif
     u_char ip[NGX_SOCKADDR_STRLEN];
-    std::size_t len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, ip,
-                                    NGX_SOCKADDR_STRLEN, 0);
+    std::size_t len =
+        ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, ip, NGX_SOCKADDR_STRLEN, 0);
     redis->port = u.port;
     return copy_cstring(cf, {reinterpret_cast<char*>(ip), len}, &redis->host);
 }
@@ -89,8 +91,8 @@ char* redis_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
         if (starts_with(arg, "password=")) {
             if (arg.len == 9 || !copy_cstring(cf, to_view(after(arg, 9)), &redis.password)) {
                 // Do not echo the value: it is a secret.
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "empty \"password=\" in \"%V\" directive", &cmd->name);
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "empty \"password=\" in \"%V\" directive",
+                                   &cmd->name);
                 return kConfError;
             }
         } else if (starts_with(arg, "db=")) {
@@ -150,8 +152,7 @@ char* require_role_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noe
     if (lcf->required_roles != nullptr) {
         return const_cast<char*>("is duplicate");
     }
-    lcf->required_roles =
-        ngx_array_create(cf->pool, cf->args->nelts - 1, sizeof(std::string_view));
+    lcf->required_roles = ngx_array_create(cf->pool, cf->args->nelts - 1, sizeof(std::string_view));
     if (lcf->required_roles == nullptr) {
         return kConfError;
     }
@@ -240,8 +241,8 @@ char* metrics_directive(ngx_conf_t* cf, ngx_command_t*, void*) noexcept {
 ngx_command_t kCommands[] = {
     {ngx_string("session_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, redis_directive,
      NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
-    {ngx_string("session_cache_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
-     cache_zone_directive, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_cache_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, cache_zone_directive,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
     {ngx_string("session_check"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG,
      ngx_conf_set_flag_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, check), nullptr},
@@ -341,7 +342,8 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent_ptr, void* child_ptr) noexcept
         return kConfError;
     }
     if (conf->check == 1) {
-        auto* mcf = static_cast<MainConf*>(ngx_http_conf_get_module_main_conf(cf, ngx_session_module));
+        auto* mcf =
+            static_cast<MainConf*>(ngx_http_conf_get_module_main_conf(cf, ngx_session_module));
         if (!mcf->redis.configured) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"session_check\" is on, but no \"session_redis\" is set in the "
@@ -352,7 +354,9 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent_ptr, void* child_ptr) noexcept
     return NGX_CONF_OK;
 }
 
-ngx_int_t preconfiguration(ngx_conf_t* cf) noexcept { return add_variables(cf); }
+ngx_int_t preconfiguration(ngx_conf_t* cf) noexcept {
+    return add_variables(cf);
+}
 
 ngx_int_t postconfiguration(ngx_conf_t* cf) noexcept {
     auto* cmcf = static_cast<ngx_http_core_main_conf_t*>(
@@ -413,8 +417,8 @@ void exit_process(ngx_cycle_t*) noexcept {
 }
 
 ngx_http_module_t kModuleCtx = {
-    preconfiguration, postconfiguration, create_main_conf, nullptr, nullptr, nullptr,
-    create_loc_conf,  merge_loc_conf,
+    preconfiguration, postconfiguration, create_main_conf, nullptr,
+    nullptr,          nullptr,           create_loc_conf,  merge_loc_conf,
 };
 
 }  // namespace
@@ -426,13 +430,13 @@ ngx_module_t ngx_session_module = {
     &session::ngx::kModuleCtx,
     session::ngx::kCommands,
     NGX_HTTP_MODULE,
-    nullptr,                        // init master
-    nullptr,                        // init module
-    session::ngx::init_process,     // init process
-    nullptr,                        // init thread
-    nullptr,                        // exit thread
-    session::ngx::exit_process,     // exit process
-    nullptr,                        // exit master
+    nullptr,                     // init master
+    nullptr,                     // init module
+    session::ngx::init_process,  // init process
+    nullptr,                     // init thread
+    nullptr,                     // exit thread
+    session::ngx::exit_process,  // exit process
+    nullptr,                     // exit master
     NGX_MODULE_V1_PADDING,
 };
 }

@@ -37,9 +37,8 @@ enum class LinkState { disconnected, connecting, connected };
 enum class LinkRole { lookups, revocations };
 
 class Link {
-public:
-    Link(ngx_cycle_t* cycle, const MainConf* conf, LinkRole role,
-         RevocationHandler on_revocation)
+  public:
+    Link(ngx_cycle_t* cycle, const MainConf* conf, LinkRole role, RevocationHandler on_revocation)
         : conf_(&conf->redis),
           log_(cycle->log),
           role_(role),
@@ -65,9 +64,10 @@ public:
     }
 
     Lookup* lookup(std::string_view session_key, void* owner, LookupDone done) noexcept;
-    void touch(std::string_view session_key, std::int64_t now_ms, std::int64_t interval_ms) noexcept;
+    void touch(std::string_view session_key, std::int64_t now_ms,
+               std::int64_t interval_ms) noexcept;
 
-private:
+  private:
     void init_timer(ngx_event_t* ev, ngx_event_handler_pt handler) noexcept {
         ev->handler = handler;
         ev->data = this;
@@ -257,8 +257,7 @@ void Link::send_handshake() noexcept {
     if (conf_->password.len > 0) {
         const char* argv[] = {"AUTH", reinterpret_cast<const char*>(conf_->password.data)};
         std::size_t argvlen[] = {4, conf_->password.len};
-        redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kAuth), 2, argv,
-                              argvlen);
+        redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kAuth), 2, argv, argvlen);
     }
     if (conf_->db >= 0) {
         std::string db = std::to_string(conf_->db);
@@ -461,8 +460,7 @@ void Link::on_channel_message(redisAsyncContext* ac, void* reply_ptr, void*) noe
 
 bool Link::send_lookup(Lookup* lookup, bool with_eval) noexcept {
     std::string_view prefix = to_view(conf_->prefix);
-    std::string_view script_or_sha =
-        with_eval ? lookup_script_ : std::string_view(lookup_sha_);
+    std::string_view script_or_sha = with_eval ? lookup_script_ : std::string_view(lookup_sha_);
     const char* argv[] = {with_eval ? "EVAL" : "EVALSHA", script_or_sha.data(), "1",
                           lookup->key.data(), prefix.data() != nullptr ? prefix.data() : ""};
     std::size_t argvlen[] = {with_eval ? 4u : 7u, script_or_sha.size(), 1, lookup->key.size(),
@@ -533,9 +531,7 @@ void Link::on_lookup_reply(redisAsyncContext* ac, void* reply_ptr, void* privdat
     }
 
     if (lookup->timer.timer_set) {
-
         ngx_del_timer(&lookup->timer);
-
     }
     if (!lookup->finished && lookup->owner != nullptr) {
         lookup->finished = true;
@@ -559,10 +555,10 @@ void Link::touch(std::string_view session_key, std::int64_t now_ms,
     try {
         std::string now = std::to_string(now_ms);
         std::string interval = std::to_string(interval_ms);
-        const char* argv[] = {"EVALSHA", touch_sha_.c_str(), "1", session_key.data(), now.c_str(),
-                              interval.c_str()};
-        std::size_t argvlen[] = {7, touch_sha_.size(), 1, session_key.size(), now.size(),
-                                 interval.size()};
+        const char* argv[] = {"EVALSHA",          touch_sha_.c_str(), "1",
+                              session_key.data(), now.c_str(),        interval.c_str()};
+        std::size_t argvlen[] = {7,          touch_sha_.size(), 1, session_key.size(),
+                                 now.size(), interval.size()};
         if (redisAsyncCommandArgv(ac_, on_touch_reply, nullptr, 6, argv, argvlen) == REDIS_OK) {
             count_touch();
         }

@@ -87,8 +87,7 @@ ngx_int_t add_variables(ngx_conf_t* cf) noexcept {
     for (auto& spec : kVariables) {
         // No-cacheable: a value read before the access phase (in a rewrite
         // `set`, say) must not stick.
-        ngx_http_variable_t* var =
-            ngx_http_add_variable(cf, &spec.name, NGX_HTTP_VAR_NOCACHEABLE);
+        ngx_http_variable_t* var = ngx_http_add_variable(cf, &spec.name, NGX_HTTP_VAR_NOCACHEABLE);
         if (var == nullptr) {
             return NGX_ERROR;
         }

@@ -271,8 +271,8 @@ TEST_F(RedisScriptsTest, LegacyLookupScriptIsTheSameScriptUnflagged) {
     command({"HSET", "sess:legacy", "user_id", "user_l", "expires_at", "1700000060000"});
     command({"HSET", "user:user_l", "role", "admin"});
     const ReplyPtr flagged = lookup("sess:legacy", "");
-    const ReplyPtr legacy = command(
-        {"EVAL", std::string(kLookupScriptLegacy), "1", "sess:legacy", ""});
+    const ReplyPtr legacy =
+        command({"EVAL", std::string(kLookupScriptLegacy), "1", "sess:legacy", ""});
     ASSERT_TRUE(flagged);
     ASSERT_TRUE(legacy);
     LookupRecord a;
