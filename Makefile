@@ -64,7 +64,6 @@ fuzz: deps
 	  -DCMAKE_C_COMPILER=clang-14 -DSESSION_FUZZ=ON > /dev/null
 	cmake --build $(BUILD)/fuzz -j$(JOBS) --target fuzzers
 	tests/fuzz/run.sh $(BUILD)/fuzz $${FUZZ_SECONDS:-60}
-	syncd/fuzz/run.sh $(BUILD)/fuzz $${FUZZ_SECONDS:-60}
 
 install: module
 	install -d $(DESTDIR)$(NGINX_MODULES_DIR) $(DESTDIR)$(EXAMPLES_DIR)

@@ -3,8 +3,10 @@
 # module), `make demo-stop` runs `scripts/demo.sh stop`.
 #
 #   scripts/demo.sh start    stop anything a previous run left, then start
-#                            Redis, the demo upstream and nginx, seed demo
-#                            sessions, and show curl commands with their results
+#                            Redis, PostgreSQL, the demo upstream, syncd and
+#                            nginx, seed demo sessions, show curl commands with
+#                            their results, then send signed webhooks to syncd
+#                            and show them taking effect at nginx
 #   scripts/demo.sh stop     stop what `start` started (by the pid files in
 #                            build/demo/, nothing else)
 #   scripts/demo.sh status   say what is running
@@ -13,13 +15,19 @@
 #   Redis          127.0.0.1:6380   DEMO_REDIS_PORT
 #   nginx          127.0.0.1:8080   DEMO_NGINX_PORT
 #   demo upstream  127.0.0.1:8081   DEMO_UPSTREAM_PORT
+#   PostgreSQL     127.0.0.1:6432   DEMO_PG_PORT     (not 5432: a system
+#                                                     PostgreSQL may have it)
+#   syncd          127.0.0.1:8787   DEMO_SYNCD_PORT
 # Everything (configuration, pid files, logs, Redis's directory) lives in
 # build/demo/. nginx runs the repository's nginx.conf.example with the module
-# path, ports and log paths substituted (build/demo/nginx.conf).
+# path, ports and log paths substituted (build/demo/nginx.conf). PostgreSQL is
+# a fresh cluster on every start, run as the postgres user (demo/postgres.sh);
+# syncd uses it and the same Redis as nginx, with a webhook secret generated
+# on every start (demo/syncd.sh, build/demo/syncd.env). The webhooks are
+# signed by demo/send_webhook.py (demo/webhooks.sh).
 #
 # Services are started in the order of SERVICES and stopped in reverse; each
-# has start_<name>, stop_<name> and a pid file. More services (PostgreSQL,
-# syncd) are one more entry and two more functions.
+# has start_<name>, stop_<name> and a pid file (PostgreSQL: its postmaster.pid).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,8 +42,10 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 REDIS_PORT=${DEMO_REDIS_PORT:-6380}
 NGINX_PORT=${DEMO_NGINX_PORT:-8080}
 UPSTREAM_PORT=${DEMO_UPSTREAM_PORT:-8081}
+PG_PORT=${DEMO_PG_PORT:-6432}
+SYNCD_PORT=${DEMO_SYNCD_PORT:-8787}
 
-SERVICES=(redis upstream nginx)
+SERVICES=(redis postgres upstream syncd nginx)
 
 log() { printf '%s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
@@ -86,6 +96,14 @@ wait_for() {  # wait_for WHAT COMMAND...
 port_free() {
     ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
+
+# PostgreSQL, syncd and the webhook part of the demo
+# shellcheck source-path=SCRIPTDIR/.. source=demo/postgres.sh
+source "$ROOT/demo/postgres.sh"
+# shellcheck source-path=SCRIPTDIR/.. source=demo/syncd.sh
+source "$ROOT/demo/syncd.sh"
+# shellcheck source-path=SCRIPTDIR/.. source=demo/webhooks.sh
+source "$ROOT/demo/webhooks.sh"
 
 # --------------------------------------------------------------------------
 # Redis
@@ -187,7 +205,9 @@ seed() {
 
 FAILED=0
 
-show() {  # show EXPECTED-STATUS DESCRIPTION CURL-ARGS...
+# show EXPECTED-STATUS DESCRIPTION CURL-ARGS...
+# With EXPECT_IN_BODY=TEXT in its environment, the body must contain TEXT too.
+show() {
     local expected=$1 what=$2 out status body location auth arg
     shift 2
     out=$(mktemp)
@@ -211,6 +231,10 @@ show() {  # show EXPECTED-STATUS DESCRIPTION CURL-ARGS...
     printf '\n'
     if [[ $status == 200 && -n $body ]]; then
         printf '     %s\n' "$(head -n 3 <<<"$body")"
+    fi
+    if [[ -n ${EXPECT_IN_BODY:-} ]] && ! grep -qF -- "$EXPECT_IN_BODY" "$out"; then
+        printf '     (EXPECTED the body to contain %s)\n' "$EXPECT_IN_BODY"
+        FAILED=1
     fi
     rm -f "$out" "$out.headers"
 }
@@ -241,8 +265,12 @@ demonstrate() {
     log "# metrics (Prometheus text):"
     log "\$ curl -s $base/metrics | grep checks_total"
     curl -s "$base/metrics" | grep '^nginx_session_checks_total' | sed 's/^/  /' || true
+}
+
+finish() {
     log ""
-    log "Logs: $DEMO/access.log (with \$session_status), $DEMO/error.log. Stop: make demo-stop"
+    log "Logs in $DEMO/: access.log (with \$session_status), error.log, syncd.log,"
+    log "postgres.log. Status: scripts/demo.sh status. Stop: make demo-stop"
     if [[ $FAILED -ne 0 ]]; then
         die "some answers were not the expected ones (see above and $DEMO/error.log)"
     fi
@@ -266,6 +294,8 @@ start_all() {
     done
     seed
     demonstrate
+    demonstrate_webhooks
+    finish
 }
 
 status_all() {
@@ -275,6 +305,7 @@ status_all() {
             redis) pid=$(pid_of redis redis-server) ;;
             upstream) pid=$(pid_of upstream upstream.py) ;;
             nginx) pid=$(pid_of nginx nginx) ;;
+            postgres) pid=$(pg_pid) ;;
             *) pid=$(pid_of "$s" "$s") ;;
         esac
         if [[ -n $pid ]]; then

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every fuzzer for SECONDS each; exits non-zero when one finds a crash.
+# Runs every fuzzer of the project (the module's and syncd's) for SECONDS
+# each; exits non-zero when one finds a crash.
 #   tests/fuzz/run.sh BUILD_DIR SECONDS
 # BUILD_DIR is the tree configured with -DSESSION_FUZZ=ON and built with
 # --target fuzzers. Corpora grow under BUILD_DIR/fuzz-corpus/<target>,
-# seeded from tests/fuzz/corpus/<target>; crash inputs land in
+# seeded from <source dir>/corpus/<target>; crash inputs land in
 # BUILD_DIR/fuzz-artifacts/<target>/.
 set -euo pipefail
 
@@ -13,15 +14,25 @@ if [ $# -ne 2 ]; then
 fi
 build_dir=$(cd "$1" && pwd)
 seconds=$2
-here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
+
+# Each fuzzer's directory, relative to the source tree and to BUILD_DIR.
+fuzzers=(
+  tests/fuzz/fuzz_token
+  tests/fuzz/fuzz_reply
+  syncd/fuzz/syncd_fuzz_signature
+  syncd/fuzz/syncd_fuzz_event
+)
 
 # UB reports must stop the run; leaks in a short-lived harness still count.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 
 failed=()
-for target in fuzz_token fuzz_reply; do
-  binary="$build_dir/tests/fuzz/$target"
+for fuzzer in "${fuzzers[@]}"; do
+  target=$(basename "$fuzzer")
+  seeds="$root/$(dirname "$fuzzer")/corpus/$target"
+  binary="$build_dir/$fuzzer"
   if [ ! -x "$binary" ]; then
     echo "run.sh: $binary not built (cmake --build $build_dir --target fuzzers)" >&2
     exit 2
@@ -29,14 +40,14 @@ for target in fuzz_token fuzz_reply; do
   corpus="$build_dir/fuzz-corpus/$target"
   artifacts="$build_dir/fuzz-artifacts/$target"
   mkdir -p "$corpus" "$artifacts"
-  if [ -d "$here/corpus/$target" ]; then
-    cp -n "$here/corpus/$target"/* "$corpus"/ 2>/dev/null || true
+  if [ -d "$seeds" ]; then
+    cp -n "$seeds"/* "$corpus"/ 2>/dev/null || true
   fi
   log="$build_dir/fuzz-$target.log"
   echo "== $target: ${seconds}s, corpus $corpus"
   set +e
   "$binary" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 \
-    -rss_limit_mb=2048 -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1
+    -rss_limit_mb=2048 -max_len=65536 -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1
   status=$?
   set -e
   grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added)' \
