@@ -13,6 +13,8 @@ PREFIX     ?= /usr
 DESTDIR    ?=
 NGINX_MODULES_DIR ?= $(PREFIX)/lib/nginx/modules
 EXAMPLES_DIR ?= $(PREFIX)/share/doc/ngx-session-module/examples
+SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERS_DIR ?= $(PREFIX)/lib/sysusers.d
 
 .PHONY: all deps module cmake unit test demo demo-stop bench fuzz install format clean
 
@@ -65,10 +67,16 @@ fuzz: deps
 	cmake --build $(BUILD)/fuzz -j$(JOBS) --target fuzzers
 	tests/fuzz/run.sh $(BUILD)/fuzz $${FUZZ_SECONDS:-60}
 
-install: module
-	install -d $(DESTDIR)$(NGINX_MODULES_DIR) $(DESTDIR)$(EXAMPLES_DIR)
+# The unit runs /usr/bin/syncd: keep PREFIX=/usr when installing it for systemd.
+install: all
+	install -d $(DESTDIR)$(NGINX_MODULES_DIR) $(DESTDIR)$(EXAMPLES_DIR) \
+	  $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(DESTDIR)$(SYSUSERS_DIR)
 	install -m 0644 $(MODULE_SO) $(DESTDIR)$(NGINX_MODULES_DIR)/
 	install -m 0644 nginx.conf.example $(DESTDIR)$(EXAMPLES_DIR)/
+	install -m 0755 $(CMAKE_BUILD)/syncd/syncd $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 syncd/syncd.service $(DESTDIR)$(SYSTEMD_UNIT_DIR)/
+	install -m 0644 syncd/syncd.sysusers $(DESTDIR)$(SYSUSERS_DIR)/syncd.conf
+	install -m 0644 syncd/syncd.env.example $(DESTDIR)$(EXAMPLES_DIR)/
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
