@@ -259,7 +259,8 @@ ngx_int_t judge_reply(ngx_http_request_t* r, RequestCtx* ctx, const redisReply* 
     }
     core::flat_encode(from_reply, flat);
     if (const LocConf* lcf = loc_conf(r); lcf->cache_zone != nullptr) {
-        cache_put(lcf->cache_zone, to_view(ctx->token), flat, len, session_absent(from_reply));
+        cache_put(lcf->cache_zone, to_view(ctx->token), flat, len, session_absent(from_reply),
+                  ctx->cache_generation);
     }
     return judge(r, ctx, flat, len, false);
 }
@@ -330,6 +331,7 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
     }
 
     if (lcf->cache_zone != nullptr) {
+        ctx->cache_generation = cache_generation(lcf->cache_zone);
         CacheRead cached = cache_get(lcf->cache_zone, to_view(ctx->token), r->pool);
         count_cache(cached.state == CacheState::fresh);
         if (cached.state == CacheState::fresh) {

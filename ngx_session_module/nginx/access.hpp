@@ -25,7 +25,8 @@ struct RequestCtx {
     core::LookupRecord record;        // views into `flat`
     const unsigned char* stale_flat;  // an expired cache entry, if any
     std::size_t stale_flat_len;
-    Lookup* lookup;  // in flight, or nullptr
+    Lookup* lookup;                      // in flight, or nullptr
+    ngx_atomic_uint_t cache_generation;  // the cache zone's, when the check started
 };
 
 ngx_int_t access_handler(ngx_http_request_t* r) noexcept;

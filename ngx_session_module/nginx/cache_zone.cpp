@@ -24,7 +24,8 @@ struct Entry {
 struct CacheShared {
     ngx_rbtree_t rbtree;
     ngx_rbtree_node_t sentinel;
-    ngx_queue_t lru;  // most recently used first
+    ngx_queue_t lru;          // most recently used first
+    ngx_atomic_t generation;  // revocations applied; see cache_generation()
 };
 
 // Per cycle, in the configuration pool; zone->data points here.
@@ -329,8 +330,12 @@ CacheRead cache_get(ngx_shm_zone_t* zone, std::string_view token, ngx_pool_t* po
     return out;
 }
 
+ngx_atomic_uint_t cache_generation(ngx_shm_zone_t* zone) noexcept {
+    return static_cast<CacheZone*>(zone->data)->sh->generation;
+}
+
 void cache_put(ngx_shm_zone_t* zone, std::string_view token, const unsigned char* flat,
-               std::size_t flat_len, bool negative) noexcept {
+               std::size_t flat_len, bool negative, ngx_atomic_uint_t generation) noexcept {
     auto* z = static_cast<CacheZone*>(zone->data);
     ngx_msec_t ttl = negative ? z->negative_ttl : z->ttl;
     if (ttl == 0) {
@@ -340,6 +345,10 @@ void cache_put(ngx_shm_zone_t* zone, std::string_view token, const unsigned char
     ngx_msec_t now = ngx_current_msec;
 
     ngx_shmtx_lock(&z->shpool->mutex);
+    if (z->sh->generation != generation) {
+        ngx_shmtx_unlock(&z->shpool->mutex);
+        return;
+    }
     expire_locked(z, false, 2);
     if (Entry* old = find_locked(z, hash, token); old != nullptr) {
         delete_locked(z, old);
@@ -366,6 +375,7 @@ void cache_replace_keep_expiry(ngx_shm_zone_t* zone, std::string_view token,
 void cache_remove(ngx_shm_zone_t* zone, std::string_view token) noexcept {
     auto* z = static_cast<CacheZone*>(zone->data);
     ngx_shmtx_lock(&z->shpool->mutex);
+    ++z->sh->generation;
     if (Entry* e = find_locked(z, hash_of(token), token); e != nullptr) {
         delete_locked(z, e);
     }
@@ -375,6 +385,7 @@ void cache_remove(ngx_shm_zone_t* zone, std::string_view token) noexcept {
 void cache_remove_user(ngx_shm_zone_t* zone, std::string_view user_id) noexcept {
     auto* z = static_cast<CacheZone*>(zone->data);
     ngx_shmtx_lock(&z->shpool->mutex);
+    ++z->sh->generation;
     ngx_queue_t* q = ngx_queue_head(&z->sh->lru);
     while (q != ngx_queue_sentinel(&z->sh->lru)) {
         Entry* e = ngx_queue_data(q, Entry, lru);

@@ -30,11 +30,19 @@ struct CacheRead {
 // the copy). A pool allocation failure reads as a miss.
 CacheRead cache_get(ngx_shm_zone_t* zone, std::string_view token, ngx_pool_t* pool) noexcept;
 
-// Stores (or replaces) the flat record of `token`. `negative`: the session
-// does not exist, kept for negative_ttl. Failure to allocate is not an
-// error: the entry is simply not cached.
+// Counts the revocations the zone has applied. A lookup notes it before
+// asking Redis and hands it back to cache_put: a revocation that lands while
+// the lookup is in flight may have dropped what the lookup is about to store
+// (Redis may have answered before the revoking write), so then nothing is
+// stored.
+ngx_atomic_uint_t cache_generation(ngx_shm_zone_t* zone) noexcept;
+
+// Stores (or replaces) the flat record of `token`, unless the zone applied a
+// revocation since `generation`. `negative`: the session does not exist,
+// kept for negative_ttl. Failure to allocate is not an error: the entry is
+// simply not cached.
 void cache_put(ngx_shm_zone_t* zone, std::string_view token, const unsigned char* flat,
-               std::size_t flat_len, bool negative) noexcept;
+               std::size_t flat_len, bool negative, ngx_atomic_uint_t generation) noexcept;
 
 // Replaces the record of an existing entry and keeps its expiry (used after
 // a touch, so that the cache does not touch again, nor live longer).
