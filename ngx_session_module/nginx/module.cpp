@@ -17,6 +17,9 @@ namespace {
 
 char* const kConfError = static_cast<char*>(NGX_CONF_ERROR);
 
+// Keeps <prefix>session:revocations within the subscriber's fixed buffer.
+constexpr std::size_t kMaxPrefixLength = 200;
+
 bool starts_with(const ngx_str_t& s, std::string_view prefix) noexcept {
     return to_view(s).substr(0, prefix.size()) == prefix;
 }
@@ -107,6 +110,12 @@ char* redis_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
             (connect ? redis.connect_timeout : redis.timeout) = static_cast<ngx_msec_t>(ms);
         } else if (starts_with(arg, "prefix=")) {
             redis.prefix = after(arg, 7);
+            if (redis.prefix.len > kMaxPrefixLength) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"prefix=\" in \"%V\" directive is longer than %uz characters",
+                                   &cmd->name, kMaxPrefixLength);
+                return kConfError;
+            }
         } else {
             return invalid_parameter(cf, cmd, arg);
         }

@@ -260,17 +260,24 @@ void Link::send_handshake() noexcept {
         redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kAuth), 2, argv, argvlen);
     }
     if (conf_->db >= 0) {
-        std::string db = std::to_string(conf_->db);
-        const char* argv[] = {"SELECT", db.c_str()};
-        std::size_t argvlen[] = {6, db.size()};
+        u_char db[NGX_INT_T_LEN];
+        std::size_t len = ngx_sprintf(db, "%i", conf_->db) - db;
+        const char* argv[] = {"SELECT", reinterpret_cast<const char*>(db)};
+        std::size_t argvlen[] = {6, len};
         redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kSelect), 2, argv,
                               argvlen);
     }
     if (role_ == LinkRole::revocations) {
-        std::string channel(to_view(conf_->prefix));
-        channel += kRevocationChannel;
-        const char* argv[] = {"SUBSCRIBE", channel.c_str()};
-        std::size_t argvlen[] = {9, channel.size()};
+        // Two parts, no allocation: hiredis copies the arguments.
+        u_char channel[256];
+        std::size_t len = 0;
+        if (conf_->prefix.len + kRevocationChannel.size() <= sizeof(channel)) {
+            u_char* end = ngx_cpymem(channel, conf_->prefix.data, conf_->prefix.len);
+            end = ngx_cpymem(end, kRevocationChannel.data(), kRevocationChannel.size());
+            len = end - channel;
+        }
+        const char* argv[] = {"SUBSCRIBE", reinterpret_cast<const char*>(channel)};
+        std::size_t argvlen[] = {9, len};
         redisAsyncCommandArgv(ac_, on_channel_message, this, 2, argv, argvlen);
         return;
     }

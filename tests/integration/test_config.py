@@ -90,7 +90,10 @@ def test_session_cache_off_and_touch_off_pass(tmp_path):
     ("127.0.0.1:6379 connect_timeout=-5", "connect_timeout=-5"),
     ("127.0.0.1:6379 db=x", "db=x"),
     ("127.0.0.1:6379 db=-1", "db=-1"),
-], ids=["unknown", "no-equals", "timeout", "connect-timeout", "db-word", "db-negative"])
+    ("127.0.0.1:6379 prefix=" + "p" * 201, "prefix="),
+    ("127.0.0.1:6379 password=", "password="),
+], ids=["unknown", "no-equals", "timeout", "connect-timeout", "db-word", "db-negative",
+        "prefix-too-long", "password-empty"])
 def test_session_redis_bad_parameter(tmp_path, args, needle):
     assert_rejected(tmp_path, conf(redis="session_redis %s;" % args), "session_redis", needle)
 
