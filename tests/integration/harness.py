@@ -298,6 +298,9 @@ class FakeRedis:
     mode "slow":  answers every command after `delay` seconds: AUTH/SELECT
                   +OK, PING +PONG, SCRIPT LOAD the script's SHA1, EVALSHA/EVAL
                   the lookup reply for a valid session of user `user_id`.
+    mode "redis6": answers at once, in order, as "slow" does, but like a Redis
+                  before 7: a script with a "#!" flags line does not compile,
+                  and EVALSHA of a script never loaded is NOSCRIPT.
     """
 
     def __init__(self, mode="stall", delay=1.0, user_id="user_fake"):
@@ -307,6 +310,7 @@ class FakeRedis:
         self.commands = []  # every command received, as lists of str
         self.replies_sent = 0
         self.connections = 0
+        self.loaded_scripts = set()  # SHA1s, "redis6" mode
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -337,8 +341,17 @@ class FakeRedis:
             return b"+OK\r\n"
         if cmd == b"PING":
             return b"+PONG\r\n"
+        old_redis = self.mode == "redis6"
         if cmd == b"SCRIPT" and len(args) > 2:
-            return resp_bulk(hashlib.sha1(args[2]).hexdigest())
+            if old_redis and args[2].startswith(b"#!"):
+                return b"-ERR Error compiling script: user_script:1: unexpected symbol near '#'\r\n"
+            sha = hashlib.sha1(args[2]).hexdigest()
+            self.loaded_scripts.add(sha)
+            return resp_bulk(sha)
+        if old_redis and cmd == b"EVALSHA" and args[1].decode("latin-1") not in self.loaded_scripts:
+            return b"-NOSCRIPT No matching script. Please use EVAL.\r\n"
+        if old_redis and cmd == b"EVAL" and args[1].startswith(b"#!"):
+            return b"-ERR Error compiling script: user_script:1: unexpected symbol near '#'\r\n"
         if cmd in (b"EVALSHA", b"EVAL"):
             session = resp_array([resp_bulk(self.user_id),
                                   resp_bulk(str(now_ms() + 3600_000)),
@@ -367,6 +380,8 @@ class FakeRedis:
                 if self.mode == "slow":
                     reply = self._reply(args)
                     threading.Timer(self.delay, self._send, args=(conn, reply)).start()
+                elif self.mode == "redis6":
+                    self._send(conn, self._reply(args))
 
     def _send(self, conn, data):
         try:

@@ -1,5 +1,6 @@
 """Redis down, restarted, stalling; clients leaving mid-lookup."""
 
+import hashlib
 import socket
 import struct
 import time
@@ -198,3 +199,22 @@ def test_wrong_password_is_503_and_logged(nginx, redis_factory):
     resp = n.get("/app/", headers=cookie("sess_pw"))
     assert resp.status == 503, resp
     assert "Xyzzy" not in n.log(), "the password leaked into the error log"
+
+
+def test_redis_before_7_gets_the_unflagged_lookup_script(nginx, fake_redis):
+    # Redis 6 rejects the "#!lua flags=no-writes" line: the module loads the
+    # plain script instead and lookups go on with it.
+    fake = fake_redis(mode="redis6", user_id="user_old")
+    n = start(nginx, fake.address())
+    wait_until(lambda: any(not c[2].startswith("#!") for c in fake.saw("SCRIPT") if len(c) > 2
+                           and "HMGET" in c[2] and "user:" in c[2]),
+               10, what="the plain lookup script to be loaded")
+    resp = n.get("/app/", headers=cookie("sess_old"))
+    assert resp.status == 200, resp
+    assert resp.upstream_header("X-User-Id") == "user_old"
+    plain = [c for c in fake.saw("SCRIPT") if len(c) > 2 and not c[2].startswith("#!")
+             and "HMGET" in c[2] and "user:" in c[2]][0][2]
+    used = [c[1] for c in fake.saw("EVALSHA")]
+    assert hashlib.sha1(plain.encode("latin-1")).hexdigest() in used
+    assert "no script flags" in n.log()
+    assert n.bad_log_lines() == []
