@@ -311,6 +311,7 @@ class FakeRedis:
         self.replies_sent = 0
         self.connections = 0
         self.loaded_scripts = set()  # SHA1s, "redis6" mode
+        self._subscribers = []  # (connection, channel), answered at once in every mode
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -377,7 +378,12 @@ class FakeRedis:
                     break
                 with self._lock:
                     self.commands.append([a.decode("latin-1") for a in args])
-                if self.mode == "slow":
+                if args and args[0].upper() == b"SUBSCRIBE" and len(args) > 1:
+                    with self._lock:
+                        self._subscribers.append((conn, args[1]))
+                    self._send(conn, resp_array([resp_bulk("subscribe"), resp_bulk(args[1]),
+                                                 b":1\r\n"]))
+                elif self.mode == "slow":
                     reply = self._reply(args)
                     threading.Timer(self.delay, self._send, args=(conn, reply)).start()
                 elif self.mode == "redis6":
@@ -390,6 +396,19 @@ class FakeRedis:
                 self.replies_sent += 1
         except OSError:
             pass
+
+    def subscribers(self):
+        with self._lock:
+            return [channel.decode("latin-1") for _, channel in self._subscribers]
+
+    def publish(self, channel, message):
+        """Delivers a message to the connections subscribed to channel."""
+        frame = resp_array([resp_bulk("message"), resp_bulk(channel), resp_bulk(message)])
+        with self._lock:
+            conns = [c for c, ch in self._subscribers if ch.decode("latin-1") == channel]
+        for c in conns:
+            self._send(c, frame)
+        return len(conns)
 
     def saw(self, *names):
         with self._lock:

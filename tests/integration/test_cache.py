@@ -1,6 +1,7 @@
 """session_cache_zone / session_cache: shared, TTL'd, negative entries,
 stale-on-error, LRU, revocation messages."""
 
+import threading
 import time
 
 import pytest
@@ -230,3 +231,33 @@ def test_revocation_message_for_user(nginx, rds, r):
         return (n.get("/app/", headers=cookie("sess_u1")).status == 401
                 and n.get("/app/", headers=cookie("sess_u2")).status == 401)
     wait_until(banned, 5, interval=0.2, what="the user revocation message to drop both entries")
+
+
+def test_revocation_while_a_lookup_is_in_flight_is_not_cached_over(nginx, fake_redis):
+    # Redis may answer a lookup with the state from before a revocation whose
+    # message nginx handles first: that answer must not be cached.
+    fake = fake_redis(mode="slow", delay=0.8, user_id="user_race")
+    n = nginx(http=harness.redis_directive(fake.address(), "timeout=5s connect_timeout=5s")
+              + "\n    session_cache_zone sess:1m ttl=60s;",
+              server=harness.app_location("/app/", "session_cache sess;"))
+    wait_until(lambda: "session:revocations" in fake.subscribers(), 10,
+               what="the module to subscribe to the revocation channel")
+
+    def lookups():
+        return len([c for c in fake.saw("EVALSHA", "EVAL") if "sess:sess_race" in c])
+
+    first = {}
+    t = threading.Thread(target=lambda: first.setdefault(
+        "resp", n.get("/app/", headers=cookie("sess_race"), timeout=10)))
+    t.start()
+    wait_until(lambda: lookups() == 1, 10, what="the first lookup to reach the fake Redis")
+    assert fake.publish("session:revocations", "session sess_race") == 1
+    t.join(15)
+    assert first["resp"].status == 200, first["resp"]
+
+    # not cached: the next request asks Redis again ...
+    assert n.get("/app/", headers=cookie("sess_race"), timeout=10).status == 200
+    assert lookups() == 2
+    # ... and that answer, with no revocation in between, is cached
+    assert n.get("/app/", headers=cookie("sess_race"), timeout=10).status == 200
+    assert lookups() == 2
