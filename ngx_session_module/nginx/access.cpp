@@ -129,7 +129,7 @@ ngx_int_t unauthenticated(ngx_http_request_t* r, const LocConf* lcf, Outcome out
         }
         return NGX_HTTP_MOVED_TEMPORARILY;
     }
-    if (lcf->bearer_configured) {
+    if (lcf->bearer_configured && r->headers_out.www_authenticate == nullptr) {
         // RFC 6750: no error code when no credentials were sent.
         ngx_str_t challenge = outcome == Outcome::missing
                                   ? literal("Bearer")
@@ -160,7 +160,8 @@ void touch_session(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lcf,
     auto* flat = static_cast<unsigned char*>(ngx_pnalloc(r->pool, len));
     if (flat != nullptr) {
         core::flat_encode(touched, flat);
-        cache_replace_keep_expiry(lcf->cache_zone, to_view(ctx->token), flat, len);
+        cache_replace_keep_expiry(lcf->cache_zone, to_view(ctx->token), flat, len,
+                                  ctx->cache_generation);
     }
 }
 
@@ -168,6 +169,7 @@ void touch_session(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lcf,
 // will say.
 ngx_int_t conclude(ngx_http_request_t* r, RequestCtx* ctx, Outcome outcome) noexcept {
     const LocConf* lcf = loc_conf(r);
+    ctx->judged_for = lcf;
     ctx->outcome = outcome;
     ctx->done = true;
     ctx->has_record = ctx->has_record && (outcome == Outcome::ok || outcome == Outcome::stale ||
@@ -215,6 +217,9 @@ ngx_int_t judge(ngx_http_request_t* r, RequestCtx* ctx, const unsigned char* fla
     if (!core::flat_decode(flat, flat_len, ctx->record)) {
         return conclude(r, ctx, Outcome::error);
     }
+    ctx->flat = flat;
+    ctx->flat_len = flat_len;
+    ctx->record_from_stale = from_stale;
     ctx->has_record = true;
     const LocConf* lcf = loc_conf(r);
     std::int64_t now = now_ms();
@@ -316,6 +321,14 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
     auto* ctx = new (mem) RequestCtx();
     ctx->request = r;
     ngx_http_set_ctx(r, ctx, ngx_session_module);
+    // Detaches a lookup in flight when the request goes away; also how
+    // request_ctx() finds the check again after an internal redirect.
+    ngx_pool_cleanup_t* cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == nullptr) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    cln->handler = detach_lookup;
+    cln->data = ctx;
 
     std::optional<std::string_view> token = extract_token(r, lcf);
     if (!token) {
@@ -343,13 +356,6 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
         }
     }
 
-    ngx_pool_cleanup_t* cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == nullptr) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    cln->handler = detach_lookup;
-    cln->data = ctx;
-
     ctx->lookup = redis_lookup(to_view(ctx->session_key), ctx, on_lookup_done);
     if (ctx->lookup == nullptr) {
         count_redis_error();
@@ -362,7 +368,31 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
     return NGX_AGAIN;
 }
 
+// An internal redirect led to another checked location: the session was
+// read already, but this location's roles, redirect and fail mode apply.
+ngx_int_t rejudge(ngx_http_request_t* r, RequestCtx* ctx) noexcept {
+    if (ctx->flat != nullptr) {
+        return judge(r, ctx, ctx->flat, ctx->flat_len, ctx->record_from_stale);
+    }
+    return conclude(r, ctx, ctx->outcome);
+}
+
 }  // namespace
+
+RequestCtx* request_ctx(ngx_http_request_t* r) noexcept {
+    auto* ctx = static_cast<RequestCtx*>(ngx_http_get_module_ctx(r, ngx_session_module));
+    if (ctx != nullptr || !r->internal) {
+        return ctx;
+    }
+    for (ngx_pool_cleanup_t* cln = r->pool->cleanup; cln != nullptr; cln = cln->next) {
+        if (cln->handler == detach_lookup) {
+            ctx = static_cast<RequestCtx*>(cln->data);
+            ngx_http_set_ctx(r, ctx, ngx_session_module);
+            return ctx;
+        }
+    }
+    return nullptr;
+}
 
 ngx_int_t access_handler(ngx_http_request_t* r) noexcept {
     if (r != r->main) {
@@ -372,10 +402,17 @@ ngx_int_t access_handler(ngx_http_request_t* r) noexcept {
     if (!lcf->check) {
         return NGX_DECLINED;
     }
-    if (RequestCtx* ctx = request_ctx(r); ctx != nullptr) {
-        return ctx->done ? ctx->rc : NGX_AGAIN;
+    RequestCtx* ctx = request_ctx(r);
+    if (ctx == nullptr) {
+        return start_check(r, lcf);
     }
-    return start_check(r, lcf);
+    if (!ctx->done) {
+        return NGX_AGAIN;  // a lookup is in flight
+    }
+    if (ctx->judged_for == lcf) {
+        return ctx->rc;
+    }
+    return rejudge(r, ctx);
 }
 
 }  // namespace session::ngx

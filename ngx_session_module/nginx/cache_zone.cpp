@@ -212,6 +212,38 @@ bool zone_declared(ngx_conf_t* cf, const ngx_str_t& name) noexcept {
     return false;
 }
 
+// Copies the entry of `token` into `buffer` (of *room bytes). When it does
+// not fit, returns a miss with *room set to the size needed; *room is 0 for
+// a real miss.
+CacheRead copy_out(ngx_shm_zone_t* zone, std::string_view token, unsigned char* buffer,
+                   std::size_t* room) noexcept {
+    CacheRead out;
+    auto* z = static_cast<CacheZone*>(zone->data);
+    std::uint32_t hash = hash_of(token);
+    ngx_msec_t now = ngx_current_msec;
+    std::size_t needed = 0;
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+    Entry* e = find_locked(z, hash, token);
+    if (e != nullptr && msec_reached(now, e->stale_until)) {
+        delete_locked(z, e);
+        e = nullptr;
+    }
+    if (e != nullptr && e->flat_len > *room) {
+        needed = e->flat_len;
+    } else if (e != nullptr) {
+        ngx_memcpy(buffer, e->data + e->token_len, e->flat_len);
+        out.flat = buffer;
+        out.flat_len = e->flat_len;
+        out.state = msec_reached(now, e->fresh_until) ? CacheState::stale : CacheState::fresh;
+        ngx_queue_remove(&e->lru);
+        ngx_queue_insert_head(&z->sh->lru, &e->lru);
+    }
+    ngx_shmtx_unlock(&z->shpool->mutex);
+    *room = needed;
+    return out;
+}
+
 }  // namespace
 
 char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
@@ -303,31 +335,23 @@ char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexc
 }
 
 CacheRead cache_get(ngx_shm_zone_t* zone, std::string_view token, ngx_pool_t* pool) noexcept {
-    CacheRead out;
-    auto* z = static_cast<CacheZone*>(zone->data);
-    std::uint32_t hash = hash_of(token);
-    ngx_msec_t now = ngx_current_msec;
-
-    ngx_shmtx_lock(&z->shpool->mutex);
-    Entry* e = find_locked(z, hash, token);
-    if (e != nullptr) {
-        if (msec_reached(now, e->stale_until)) {
-            delete_locked(z, e);
-        } else {
-            auto* copy = static_cast<unsigned char*>(ngx_pnalloc(pool, e->flat_len + 1));
-            if (copy != nullptr) {
-                ngx_memcpy(copy, e->data + e->token_len, e->flat_len);
-                out.flat = copy;
-                out.flat_len = e->flat_len;
-                out.state =
-                    msec_reached(now, e->fresh_until) ? CacheState::stale : CacheState::fresh;
-                ngx_queue_remove(&e->lru);
-                ngx_queue_insert_head(&z->sh->lru, &e->lru);
-            }
+    // Entries are small: room for a typical one is taken from the pool before
+    // locking, so that the lock shared by all workers is never held across
+    // an allocation. A larger entry costs a second, sized attempt.
+    constexpr std::size_t kTypicalEntry = 512;
+    std::size_t room = kTypicalEntry;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        auto* copy = static_cast<unsigned char*>(ngx_pnalloc(pool, room));
+        if (copy == nullptr) {
+            return {};
         }
+        CacheRead out = copy_out(zone, token, copy, &room);
+        if (out.state != CacheState::miss || room == 0) {
+            return out;
+        }
+        // `room` now holds the size the entry needs.
     }
-    ngx_shmtx_unlock(&z->shpool->mutex);
-    return out;
+    return {};
 }
 
 ngx_atomic_uint_t cache_generation(ngx_shm_zone_t* zone) noexcept {
@@ -358,12 +382,14 @@ void cache_put(ngx_shm_zone_t* zone, std::string_view token, const unsigned char
 }
 
 void cache_replace_keep_expiry(ngx_shm_zone_t* zone, std::string_view token,
-                               const unsigned char* flat, std::size_t flat_len) noexcept {
+                               const unsigned char* flat, std::size_t flat_len,
+                               ngx_atomic_uint_t generation) noexcept {
     auto* z = static_cast<CacheZone*>(zone->data);
     std::uint32_t hash = hash_of(token);
 
     ngx_shmtx_lock(&z->shpool->mutex);
-    if (Entry* old = find_locked(z, hash, token); old != nullptr) {
+    Entry* old = z->sh->generation == generation ? find_locked(z, hash, token) : nullptr;
+    if (old != nullptr) {
         ngx_msec_t fresh_until = old->fresh_until;
         ngx_msec_t stale_until = old->stale_until;
         delete_locked(z, old);

@@ -45,9 +45,11 @@ void cache_put(ngx_shm_zone_t* zone, std::string_view token, const unsigned char
                std::size_t flat_len, bool negative, ngx_atomic_uint_t generation) noexcept;
 
 // Replaces the record of an existing entry and keeps its expiry (used after
-// a touch, so that the cache does not touch again, nor live longer).
+// a touch, so that the cache does not touch again, nor live longer); as
+// cache_put, not after a revocation since `generation`.
 void cache_replace_keep_expiry(ngx_shm_zone_t* zone, std::string_view token,
-                               const unsigned char* flat, std::size_t flat_len) noexcept;
+                               const unsigned char* flat, std::size_t flat_len,
+                               ngx_atomic_uint_t generation) noexcept;
 
 // Drops the entry of one session (a revocation message).
 void cache_remove(ngx_shm_zone_t* zone, std::string_view token) noexcept;

@@ -117,7 +117,12 @@ char* redis_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
                 return kConfError;
             }
         } else {
-            return invalid_parameter(cf, cmd, arg);
+            // Only the name: a mistyped "password=" must not reach the log.
+            ngx_str_t name = arg;
+            if (u_char* eq = ngx_strlchr(arg.data, arg.data + arg.len, '='); eq != nullptr) {
+                name.len = eq - arg.data + 1;
+            }
+            return invalid_parameter(cf, cmd, name);
         }
     }
     redis.configured = 1;

@@ -36,6 +36,8 @@ enum class LinkState { disconnected, connecting, connected };
 // revocation channel (a subscribed connection can send nothing else).
 enum class LinkRole { lookups, revocations };
 
+struct Touch;
+
 class Link {
   public:
     Link(ngx_cycle_t* cycle, const MainConf* conf, LinkRole role, RevocationHandler on_revocation)
@@ -45,6 +47,8 @@ class Link {
           on_revocation_(on_revocation),
           lookup_script_(core::kLookupScript),
           lookup_sha_(core::script_sha1(core::kLookupScript)),
+          flagged_sha_(lookup_sha_),
+          legacy_sha_(core::script_sha1(core::kLookupScriptLegacy)),
           touch_sha_(core::script_sha1(core::kTouchScript)) {
         init_timer(&reconnect_timer_, on_reconnect_timer);
         init_timer(&connect_timer_, on_connect_timer);
@@ -92,6 +96,7 @@ class Link {
     static void on_handshake_reply(redisAsyncContext* ac, void* reply, void* step) noexcept;
     static void on_lookup_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
     static void on_touch_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+    bool send_touch(Touch* touch, bool with_eval) noexcept;
     static void on_channel_message(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
     void mark_healthy() noexcept;
     // The metrics' connection state follows the lookup connection only.
@@ -105,6 +110,8 @@ class Link {
     RevocationHandler on_revocation_;
     std::string_view lookup_script_;  // kLookupScript, or the legacy one
     std::string lookup_sha_;
+    std::string flagged_sha_;
+    std::string legacy_sha_;
     std::string touch_sha_;
     redisAsyncContext* ac_ = nullptr;
     LinkState state_ = LinkState::disconnected;
@@ -173,8 +180,8 @@ void ev_cleanup(void* data) noexcept {
     if (c->write->posted) {
         ngx_delete_posted_event(c->write);
     }
+    ngx_free_connection(c);  // reads c->fd (the files[] slot of poll-like modules)
     c->fd = static_cast<ngx_socket_t>(-1);
-    ngx_free_connection(c);
 }
 
 std::int64_t elapsed_us(const timespec& since) noexcept {
@@ -219,10 +226,18 @@ void Link::connect() noexcept {
     ac_ = ac;
     state_ = LinkState::connecting;
     ngx_add_timer(&connect_timer_, conf_->connect_timeout);
+    // The server may have been upgraded: try the flagged script again.
+    lookup_script_ = core::kLookupScript;
+    lookup_sha_ = flagged_sha_;
     send_handshake();
 }
 
 bool Link::attach(redisAsyncContext* ac) noexcept {
+    // The subscriber only listens: without TCP keepalive a peer that vanished
+    // (failover, partition without RST) would go unnoticed for good.
+    if (ac->c.connection_type == REDIS_CONN_TCP) {
+        redisEnableKeepAlive(&ac->c);
+    }
     ngx_connection_t* c = ngx_get_connection(ac->c.fd, log_);
     if (c == nullptr) {
         log_failure("no free nginx connection for", "worker_connections exhausted");
@@ -389,22 +404,26 @@ void Link::on_handshake_reply(redisAsyncContext* ac, void* reply_ptr, void* step
     }
     if (reply->type == REDIS_REPLY_ERROR &&
         std::strcmp(static_cast<const char*>(step), "SCRIPT LOAD lookup") == 0 &&
-        self->lookup_script_.data() != core::kLookupScriptLegacy.data()) {
+        self->lookup_script_.data() != core::kLookupScriptLegacy.data() &&
+        std::strstr(reply->str, "compiling") != nullptr) {
         // Redis before 7 has no script flags: use the plain script from now
         // on (lookups already sent on this connection fail once).
         ngx_log_error(NGX_LOG_NOTICE, self->log_, 0,
                       "session_redis %V: no script flags (Redis < 7), using the plain script",
                       &self->conf_->address_text);
         self->lookup_script_ = core::kLookupScriptLegacy;
-        self->lookup_sha_ = core::script_sha1(self->lookup_script_);
+        self->lookup_sha_ = self->legacy_sha_;
         self->load_lookup_script();
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
         // Redis's own message names the problem (WRONGPASS, NOAUTH, ...); it
         // never contains the password.
-        ngx_log_error(NGX_LOG_ERR, self->log_, 0, "session_redis %V: %s failed: %s",
-                      &self->conf_->address_text, static_cast<const char*>(step), reply->str);
+        if (!self->failure_logged_) {
+            ngx_log_error(NGX_LOG_ERR, self->log_, 0,
+                          "session_redis %V: %s failed: %s (retrying in the background)",
+                          &self->conf_->address_text, static_cast<const char*>(step), reply->str);
+        }
         self->failure_logged_ = true;
         redisAsyncDisconnect(ac);  // safe inside a callback, unlike free
         return;
@@ -554,31 +573,61 @@ void Link::on_lookup_reply(redisAsyncContext* ac, void* reply_ptr, void* privdat
     delete lookup;
 }
 
+// A touch in flight: kept until its reply, to run it again with EVAL when
+// the script cache was flushed.
+struct Touch {
+    std::string key;
+    std::string now;
+    std::string interval;
+    bool retried_with_eval = false;
+};
+
+bool Link::send_touch(Touch* touch, bool with_eval) noexcept {
+    std::string_view script_or_sha = with_eval ? core::kTouchScript : std::string_view(touch_sha_);
+    const char* argv[] = {with_eval ? "EVAL" : "EVALSHA",
+                          script_or_sha.data(),
+                          "1",
+                          touch->key.data(),
+                          touch->now.data(),
+                          touch->interval.data()};
+    std::size_t argvlen[] = {with_eval ? 4u : 7u, script_or_sha.size(), 1,
+                             touch->key.size(),   touch->now.size(),    touch->interval.size()};
+    return redisAsyncCommandArgv(ac_, on_touch_reply, touch, 6, argv, argvlen) == REDIS_OK;
+}
+
 void Link::touch(std::string_view session_key, std::int64_t now_ms,
                  std::int64_t interval_ms) noexcept {
     if (ac_ == nullptr || state_ != LinkState::connected) {
-        return;  // best effort: the next request touches again
+        return;  // best effort: the next lookup of the session touches again
     }
+    Touch* touch = nullptr;
     try {
-        std::string now = std::to_string(now_ms);
-        std::string interval = std::to_string(interval_ms);
-        const char* argv[] = {"EVALSHA",          touch_sha_.c_str(), "1",
-                              session_key.data(), now.c_str(),        interval.c_str()};
-        std::size_t argvlen[] = {7,          touch_sha_.size(), 1, session_key.size(),
-                                 now.size(), interval.size()};
-        if (redisAsyncCommandArgv(ac_, on_touch_reply, nullptr, 6, argv, argvlen) == REDIS_OK) {
-            count_touch();
-        }
+        touch = new Touch{std::string(session_key), std::to_string(now_ms),
+                          std::to_string(interval_ms)};
     } catch (...) {
-        // out of memory: skip this touch
+        return;  // out of memory: skip this touch
+    }
+    if (send_touch(touch, false)) {
+        count_touch();
+    } else {
+        delete touch;
     }
 }
 
-void Link::on_touch_reply(redisAsyncContext*, void* reply_ptr, void*) noexcept {
+void Link::on_touch_reply(redisAsyncContext* ac, void* reply_ptr, void* privdata) noexcept {
     auto* reply = static_cast<redisReply*>(reply_ptr);
+    auto* touch = static_cast<Touch*>(privdata);
+    auto* self = static_cast<Link*>(ac->data);
+    if (is_noscript(reply) && !touch->retried_with_eval && self != nullptr && ac == self->ac_) {
+        touch->retried_with_eval = true;
+        if (self->send_touch(touch, true)) {
+            return;
+        }
+    }
     if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) {
         count_redis_error();
     }
+    delete touch;
 }
 
 }  // namespace

@@ -48,6 +48,22 @@ def test_cache_hit_after_key_deleted(nginx, rds, r, upstream):
     assert n.get("/nocache/", headers=cookie("sess_c")).status == 401
 
 
+def test_cache_hit_on_a_large_entry(nginx, rds, r):
+    # An entry larger than the room first taken for a copy is still served
+    # from the cache, whole.
+    roles = " ".join("org%d/org:member" % i for i in range(400))  # about 6 KiB
+    seed_session(r, "sess_big", "user_big")
+    seed_user(r, "user_big", role="admin", roles=roles)
+    n = start(nginx, rds.address())
+    assert n.get("/app/", headers=cookie("sess_big")).status == 200
+    lookups = rds.calls("evalsha", "eval")
+    resp = n.get("/app/", headers=cookie("sess_big"))
+    assert resp.status == 200, resp
+    assert resp.upstream_header("X-User-Roles") == roles
+    assert rds.calls("evalsha", "eval") == lookups
+    assert metric(metrics(n), "nginx_session_cache_hits_total") == 1
+
+
 def test_cache_entry_expires_after_ttl(nginx, rds, r):
     seed_session(r, "sess_t", "user_t")
     n = start(nginx, rds.address(), zone="sess:1m ttl=1s negative_ttl=1s")

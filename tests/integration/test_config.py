@@ -84,7 +84,7 @@ def test_session_cache_off_and_touch_off_pass(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    ("127.0.0.1:6379 bogus=1", "bogus=1"),
+    ("127.0.0.1:6379 bogus=1", "bogus="),
     ("127.0.0.1:6379 password", "password"),
     ("127.0.0.1:6379 timeout=abc", "timeout=abc"),
     ("127.0.0.1:6379 connect_timeout=-5", "connect_timeout=-5"),

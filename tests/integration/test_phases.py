@@ -188,3 +188,58 @@ def test_satisfy_any_with_auth_basic(nginx, rds, r, tmp_path):
     assert n.get("/app/", headers=cookie("sess_ab")).status == 200
     assert n.get("/app/").status == 401
     assert n.get("/app/", headers=cookie("sess_nope")).status == 401
+
+
+def _lookups(r):
+    stats = r.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def test_check_survives_internal_redirect_to_another_location(nginx, rds, r):
+    # try_files / named locations clear every module's ctx: the check made in
+    # the first location must still reach the upstream from the second, the
+    # second location's own requirements must still apply, and Redis is not
+    # asked twice.
+    seed_session(r, "sess_adm", "user_adm")
+    seed_user(r, "user_adm", role="admin")
+    seed_session(r, "sess_mem", "user_mem")
+    seed_user(r, "user_mem", role="member")
+    n = nginx(http=redis_directive(rds.address()), server="""
+        location /to-admin/ {
+            session_check on;
+            session_token cookie=sessionId;
+            try_files /no-such-file @admin;
+        }
+        location @admin {
+            session_check on;
+            session_token cookie=sessionId;
+            session_require_role admin;
+            %s
+            proxy_pass http://app;
+        }
+        location /to-open/ {
+            session_check on;
+            session_token cookie=sessionId;
+            try_files /no-such-file @open;
+        }
+        location @open {
+            session_check off;
+            %s
+            proxy_pass http://app;
+        }""" % (SESSION_HEADERS, SESSION_HEADERS))
+
+    before = _lookups(r)
+    resp = n.get("/to-admin/x", headers=cookie("sess_adm"))
+    assert resp.status == 200, resp
+    assert resp.upstream_header("X-User-Id") == "user_adm"
+    assert _lookups(r) == before + 1
+
+    assert n.get("/to-admin/x", headers=cookie("sess_mem")).status == 403
+
+    resp = n.get("/to-open/x", headers=cookie("sess_mem"))
+    assert resp.status == 200, resp
+    assert resp.upstream_header("X-User-Id") == "user_mem"
+    assert resp.upstream_header("X-Session-Status") == "ok"
+
+    resp = n.get("/to-open/x", headers={"X-User-Id": "spoofed"})
+    assert resp.status == 401, resp

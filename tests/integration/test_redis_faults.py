@@ -218,3 +218,16 @@ def test_redis_before_7_gets_the_unflagged_lookup_script(nginx, fake_redis):
     assert hashlib.sha1(plain.encode("latin-1")).hexdigest() in used
     assert "no script flags" in n.log()
     assert n.bad_log_lines() == []
+
+
+def test_wrong_password_then_fixed_keeps_the_flagged_script(nginx, redis_factory):
+    # While AUTH fails, SCRIPT LOAD answers NOAUTH: that is no reason to give
+    # up the flagged lookup script (Redis >= 7) for good.
+    srv = redis_factory(password="right")
+    seed_session(srv.client(), "sess_pw2", "user_pw2")
+    n = start(nginx, srv.address(), "password=later-right timeout=1s connect_timeout=1s")
+    assert n.get("/app/", headers=cookie("sess_pw2")).status == 503
+    srv.client().config_set("requirepass", "later-right")
+    wait_until(lambda: n.get("/app/", headers=cookie("sess_pw2")).status == 200, 15,
+               interval=0.3, what="the module to authenticate after the password was fixed")
+    assert "no script flags" not in n.log()

@@ -114,7 +114,7 @@ def test_bad_reload_keeps_old_configuration(nginx, rds, r):
     with open(n.conf_path, "w") as f:
         f.write(good.replace("session_redis", "session_redis 127.0.0.1:1 bogus=1;\n#"))
     n.reload()
-    wait_until(lambda: "bogus=1" in n.log(), 10, what="the reload to be refused")
+    wait_until(lambda: "\"bogus=\"" in n.log(), 10, what="the reload to be refused")
     assert n.get("/app/", headers=cookie("sess_k")).status == 200
     # the refused reload is an [emerg] by design: drop it before teardown
     with open(n.conf_path, "w") as f:

@@ -114,3 +114,19 @@ def test_touch_keeps_idle_session_alive(nginx, rds, r):
         assert resp.status == 200, resp
         time.sleep(0.5)
     assert int(r.hget("sess:sess_alive", "last_active_at")) > now_ms() - 3000
+
+
+def test_touch_goes_on_after_script_flush(nginx, rds, r):
+    # SCRIPT FLUSH (or a Redis restart from an RDB) forgets the touch script:
+    # touches must not stop until the connection happens to be reopened.
+    seed_session(r, "sess_fl", "user_fl", idle_timeout=600, last_active_at=now_ms() - 120_000)
+    n = start(nginx, rds, touch="1s")
+    assert n.get("/app/", headers=cookie("sess_fl")).status == 200
+    wait_until(lambda: int(r.hget("sess:sess_fl", "last_active_at")) > now_ms() - 60_000, 10,
+               what="the first touch")
+    r.script_flush()
+    old = now_ms() - 120_000
+    r.hset("sess:sess_fl", "last_active_at", old)
+    assert n.get("/app/", headers=cookie("sess_fl")).status == 200
+    wait_until(lambda: int(r.hget("sess:sess_fl", "last_active_at")) != old, 10,
+               what="the touch after SCRIPT FLUSH")
