@@ -1,6 +1,7 @@
 #include "core/config.hpp"
 
 #include <arpa/inet.h>
+#include <libpq-fe.h>
 
 #include <algorithm>
 #include <cctype>
@@ -85,6 +86,14 @@ const std::vector<Key>& table() {
         {"SYNCD_DATABASE_URL",
          [](Config& c, const std::string& v) {
              if (trim(v).empty()) bad("SYNCD_DATABASE_URL", "is empty");
+             // libpq's error text quotes the value (a password included).
+             char* err = nullptr;
+             PQconninfoOption* parsed = PQconninfoParse(v.c_str(), &err);
+             PQfreemem(err);
+             if (!parsed) {
+                 bad("SYNCD_DATABASE_URL", "not a valid libpq connection string or URL");
+             }
+             PQconninfoFree(parsed);
              c.database_url = v;
          }},
         {"SYNCD_REDIS_URL",

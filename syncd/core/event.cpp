@@ -40,6 +40,17 @@ std::int64_t need_millis(const json& obj, const char* key, const std::string& wh
     return *v;
 }
 
+// libpq takes parameters as C strings: a NUL would cut the value stored in
+// PostgreSQL short while Redis keys carry it whole.
+void reject_nul(const std::string& value, const char* field) {
+    if (value.find('\0') != std::string::npos) {
+        throw DecodeError(std::string(field) + " contains a NUL character");
+    }
+}
+void reject_nul(const std::optional<std::string>& value, const char* field) {
+    if (value) reject_nul(*value, field);
+}
+
 std::optional<std::string> non_empty(std::optional<std::string> s) {
     if (s && s->empty()) return std::nullopt;
     return s;
@@ -86,6 +97,11 @@ UserRow decode_user(const json& data) {
     }
     auto banned = data.find("banned");
     row.banned = banned != data.end() && banned->is_boolean() && banned->get<bool>();
+    reject_nul(row.clerk_id, "data.id");
+    reject_nul(row.email, "data.email_addresses");
+    reject_nul(row.name, "data.first_name/last_name/username");
+    reject_nul(row.image_url, "data.image_url");
+    reject_nul(row.role, "data.public_metadata.role");
     return row;
 }
 
@@ -105,6 +121,9 @@ SessionRow decode_session(std::string_view type, const json& data) {
     // at once, which is the safe reading.
     row.expires_at_ms = opt_millis(data, "expire_at").value_or(0);
     row.last_active_at_ms = opt_millis(data, "last_active_at");
+    reject_nul(row.id, "data.id");
+    reject_nul(row.clerk_user_id, "data.user_id");
+    reject_nul(row.status, "data.status");
     return row;
 }
 
@@ -132,6 +151,12 @@ MembershipRow decode_membership(std::string_view type, const json& data) {
     row.updated_at_ms = need_millis(data, "updated_at", "data");
     row.created_at_ms = opt_millis(data, "created_at").value_or(row.updated_at_ms);
     row.deleted = type == "organizationMembership.deleted";
+    reject_nul(row.id, "data.id");
+    reject_nul(row.clerk_user_id, "data.public_user_data.user_id");
+    reject_nul(row.organization_id, "data.organization.id");
+    reject_nul(row.organization_slug, "data.organization.slug");
+    reject_nul(row.role, "data.role");
+    for (const auto& p : row.permissions) reject_nul(p, "data.permissions");
     return row;
 }
 
@@ -172,12 +197,14 @@ Event decode_event(std::string_view body) {
     Event ev;
     ev.type = type->get<std::string>();
     if (ev.type.size() > 200) throw DecodeError("type is too long");
+    reject_nul(ev.type, "type");
     ev.timestamp_ms = opt_millis(doc, "timestamp");
     const std::string_view t = ev.type;
     if (t == "user.created" || t == "user.updated") {
         ev.change = decode_user(*data);
     } else if (t == "user.deleted") {
         ev.change = UserDeletion{need_string(*data, "id", "data")};
+        reject_nul(std::get<UserDeletion>(ev.change).clerk_id, "data.id");
     } else if (t.rfind("organizationMembership.", 0) == 0 && is_handled_type(t)) {
         ev.change = decode_membership(t, *data);
     } else if (t.rfind("session.", 0) == 0 && is_handled_type(t)) {

@@ -71,7 +71,9 @@ struct Event {
 
 // Parses the raw body. Throws DecodeError when it is not JSON, not an
 // object, has no string `type` or no object `data`, or when a handled type
-// lacks a field syncd cannot do without (an id, a user id, updated_at).
+// lacks a field syncd cannot do without (an id, a user id, updated_at), or
+// when a string it would store (the type, an id, a slug, a role, an email,
+// ...) contains a NUL character.
 Event decode_event(std::string_view body);
 
 // The event types syncd acts on; anything else is Unhandled.

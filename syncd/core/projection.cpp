@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/event.hpp"
+
 namespace syncd {
 
 const char* user_status_name(UserStatus s) noexcept {
@@ -34,6 +36,13 @@ std::string roles_field(const std::string& role,
                         const std::vector<std::pair<std::string, std::string>>& memberships) {
     std::string out = role;
     for (const auto& [slug, member_role] : memberships) {
+        // A space would split the entry into extra words (a bare "admin");
+        // a '/' in the slug would shift the boundary. Such a membership is
+        // left out of the projection, never mangled into it.
+        if (!is_valid_role_word(slug) || slug.find('/') != std::string::npos ||
+            !is_valid_role_word(member_role)) {
+            continue;
+        }
         out += ' ';
         out += slug;
         out += '/';
@@ -75,6 +84,7 @@ KeyState project_session(const SessionState& session, const std::string& prefix,
         k.fields.emplace_back("last_active_at", std::to_string(*session.last_active_at_ms));
     }
     k.expire_at_ms = session.expires_at_ms;
+    k.keep_newer_last_active = true;
     return k;
 }
 

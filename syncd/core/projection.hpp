@@ -48,13 +48,18 @@ struct KeyState {
     std::vector<std::pair<std::string, std::string>> fields;
     std::optional<std::int64_t> expire_at_ms;  // PEXPIREAT
     std::optional<std::int64_t> ttl_seconds;   // EXPIRE
+    // A session key: the module moves last_active_at forward (sliding
+    // expiry), so the greater of the stored and the projected value is kept.
+    bool keep_newer_last_active = false;
 };
 
 std::string user_key(const std::string& prefix, const std::string& clerk_user_id);
 std::string session_key(const std::string& prefix, const std::string& session_id);
 std::string revocation_channel(const std::string& prefix);
 
-// "<role> <slug>/<membership role> ..." in membership order.
+// "<role> <slug>/<membership role> ..." in membership order. A membership
+// whose slug or role is not a role word (is_valid_role_word), or whose slug
+// holds a '/', is left out.
 std::string roles_field(const std::string& role,
                         const std::vector<std::pair<std::string, std::string>>& memberships);
 

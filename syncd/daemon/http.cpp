@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -27,6 +28,7 @@ struct RequestState {
     Route route = Route::not_found;
     std::string body;
     bool too_large = false;
+    unsigned long long received = 0;  // body bytes read, kept or dropped
 };
 
 Route route_of(const Config& cfg, const char* url, const char* method) {
@@ -82,10 +84,15 @@ MHD_Result on_request(void* cls, MHD_Connection* conn, const char* url, const ch
                     return send(conn, server, server.service().too_large());
                 }
                 state->too_large = declared > cfg.max_body;
+                if (!state->too_large) state->body.reserve(declared);
             }
             return MHD_YES;
         }
         if (*upload_data_size != 0) {
+            state->received += *upload_data_size;
+            // A chunked body announces no length: past the drain limit the
+            // connection is closed without an answer.
+            if (state->received > kDrainFactor * cfg.max_body) return MHD_NO;
             if (state->route == Route::webhook && !state->too_large) {
                 if (state->body.size() + *upload_data_size > cfg.max_body) {
                     state->too_large = true;  // the rest is read and dropped
@@ -118,8 +125,13 @@ MHD_Result on_request(void* cls, MHD_Connection* conn, const char* url, const ch
         }
         return MHD_NO;
     } catch (const std::exception& e) {
-        log::error(std::string("request failed: ") + e.what());
-        return send(conn, server, plain(500, "internal error"));
+        // Answering allocates too: a second failure closes the connection.
+        try {
+            log::error(std::string("request failed: ") + e.what());
+            return send(conn, server, plain(500, "internal error"));
+        } catch (...) {
+            return MHD_NO;
+        }
     } catch (...) {
         return MHD_NO;
     }
@@ -130,9 +142,13 @@ void on_completed(void* cls, MHD_Connection* /*conn*/, void** con_cls,
     auto& server = *static_cast<HttpServer*>(cls);
     auto* state = static_cast<RequestState*>(*con_cls);
     if (!state) return;
-    if (state->route == Route::webhook) {
-        std::chrono::duration<double> took = std::chrono::steady_clock::now() - state->start;
-        server.metrics().observe_latency(took.count());
+    try {
+        if (state->route == Route::webhook) {
+            std::chrono::duration<double> took = std::chrono::steady_clock::now() - state->start;
+            server.metrics().observe_latency(took.count());
+        }
+    } catch (...) {
+        // A lost sample; the request itself is over.
     }
     delete state;
     *con_cls = nullptr;
@@ -140,14 +156,22 @@ void on_completed(void* cls, MHD_Connection* /*conn*/, void** con_cls,
 }
 
 void on_mhd_log(void* /*cls*/, const char* fmt, va_list ap) noexcept {
-    char buf[512];
-    std::vsnprintf(buf, sizeof buf, fmt, ap);
-    std::string msg = buf;
-    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-    log::debug("http: " + msg);
+    try {
+        char buf[512];
+        std::vsnprintf(buf, sizeof buf, fmt, ap);
+        std::string msg = buf;
+        while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+        log::debug("http: " + msg);
+    } catch (...) {
+        // Nothing to do without memory; libmicrohttpd goes on.
+    }
 }
 
 }  // namespace
+
+unsigned int connection_limit(int db_pool) {
+    return static_cast<unsigned int>(std::max(64, 4 * db_pool));
+}
 
 int listen_socket(const ListenAddress& addr) {
     sockaddr_storage ss{};
@@ -186,11 +210,14 @@ HttpServer::~HttpServer() {
 void HttpServer::start(int listen_fd) {
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                          MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    daemon_ = MHD_start_daemon(
-        flags, 0, nullptr, nullptr, &on_request, this, MHD_OPTION_LISTEN_SOCKET, listen_fd,
-        MHD_OPTION_NOTIFY_COMPLETED, &on_completed, this, MHD_OPTION_CONNECTION_TIMEOUT,
-        static_cast<unsigned int>(30), MHD_OPTION_CONNECTION_LIMIT, static_cast<unsigned int>(1000),
-        MHD_OPTION_EXTERNAL_LOGGER, &on_mhd_log, nullptr, MHD_OPTION_END);
+    daemon_ =
+        // The logger first: libmicrohttpd logs about the options after it.
+        MHD_start_daemon(flags, 0, nullptr, nullptr, &on_request, this, MHD_OPTION_EXTERNAL_LOGGER,
+                         &on_mhd_log, nullptr, MHD_OPTION_LISTEN_SOCKET, listen_fd,
+                         MHD_OPTION_NOTIFY_COMPLETED, &on_completed, this,
+                         MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned int>(30),
+                         MHD_OPTION_CONNECTION_LIMIT, connection_limit(service_.config().db_pool),
+                         MHD_OPTION_END);
     if (!daemon_) {
         close(listen_fd);
         throw std::runtime_error("cannot start the HTTP server");

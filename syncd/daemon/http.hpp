@@ -15,6 +15,11 @@ struct MHD_Daemon;
 
 namespace syncd {
 
+// Connections served at once: each may buffer up to SYNCD_MAX_BODY before
+// its signature is checked, and beyond a few per pooled PostgreSQL
+// connection they would only queue. max(64, 4 × SYNCD_DB_POOL).
+unsigned int connection_limit(int db_pool);
+
 // Binds and listens on the address; throws std::runtime_error naming it.
 int listen_socket(const ListenAddress& addr);
 

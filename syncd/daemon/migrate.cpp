@@ -33,15 +33,17 @@ void run_script(PGconn* conn, const Migration& m) {
     PgResult res(PQexec(conn, m.sql.c_str()));
     auto st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        std::string msg = res ? PQresultErrorMessage(res.get()) : PQerrorMessage(conn);
-        while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-        throw PgError("migration " + m.name + " failed: " + msg, PQstatus(conn) != CONNECTION_OK);
+        bool lost = PQstatus(conn) != CONNECTION_OK;
+        throw PgError("migration " + m.name + " failed: " + pg_result_error(res.get(), lost), lost);
     }
 }
 
 }  // namespace
 
 MigrateReport migrate(PGconn* conn, const std::vector<Migration>& migrations) {
+    // A migration may rightly take longer than the daemon's default
+    // statement_timeout, and so may waiting for a concurrent `migrate`.
+    pg_exec(conn, "SET statement_timeout = 0");
     // Session-level lock: held across the per-migration transactions.
     pg_exec(conn, "SELECT pg_advisory_lock(1398361669, 0)");
     struct Unlock {

@@ -1,30 +1,116 @@
 #include "daemon/pg.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 
 namespace syncd {
 namespace {
 
-std::string trimmed_error(const char* msg) {
-    std::string s = msg ? msg : "";
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    return s;
+// Defaults a conninfo may override. The socket settings bound how long a
+// half-open network can keep a call blocked; the statement timeout is set
+// through `options`, merged with the user's (see pg_connect_params).
+constexpr std::pair<const char*, const char*> kDefaults[] = {
+    {"connect_timeout", "5"}, {"application_name", "syncd"}, {"tcp_user_timeout", "10000"},
+    {"keepalives", "1"},      {"keepalives_idle", "10"},
+};
+constexpr const char* kStatementTimeout = "-c statement_timeout=10s";
+constexpr auto kAcquireTimeout = std::chrono::seconds(5);
+
+// A fixed phrase for a failed connection. libpq's message quotes parts of
+// the conninfo (user, options, a badly encoded password), so it is only
+// matched against, never shown.
+std::string connect_reason(PGconn* conn) {
+    if (PQconnectionNeedsPassword(conn)) return "the server asks for a password";
+    static const std::pair<const char*, const char*> known[] = {
+        {"Connection refused", "connection refused"},
+        {"timeout expired", "timed out"},
+        {"Connection timed out", "timed out"},
+        {"could not translate host name", "host name not resolved"},
+        {"password authentication failed", "password authentication failed"},
+        {"no pg_hba.conf entry", "rejected by pg_hba.conf"},
+        {"does not exist", "role or database does not exist"},
+        {"starting up", "the server is starting up"},
+        {"shutting down", "the server is shutting down"},
+        {"too many clients", "too many connections"},
+        {"No such file or directory", "no server socket at that path"},
+    };
+    const char* msg = PQerrorMessage(conn);
+    for (const auto& [needle, reason] : known) {
+        if (msg && std::strstr(msg, needle)) return reason;
+    }
+    return "connection failed";
+}
+
+// host:port/dbname of the last attempt, as libpq resolved them.
+std::string connect_target(PGconn* conn) {
+    auto text = [](const char* s) { return std::string(s ? s : ""); };
+    std::string host = text(PQhost(conn)), port = text(PQport(conn)), db = text(PQdb(conn));
+    if (host.empty() && port.empty() && db.empty()) return "";
+    return " at " + host + (port.empty() ? "" : ":" + port) + (db.empty() ? "" : "/" + db);
 }
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> pg_connect_params(const std::string& conninfo) {
+    char* err = nullptr;
+    PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &err);
+    PQfreemem(err);  // it may quote the conninfo, password included
+    if (!parsed)
+        throw PgError("SYNCD_DATABASE_URL: not a valid libpq connection string or URL", false);
+    std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption*)> guard(parsed, &PQconninfoFree);
+    std::vector<std::pair<std::string, std::string>> params;
+    for (const PQconninfoOption* o = parsed; o->keyword; ++o) {
+        if (o->val) params.emplace_back(o->keyword, o->val);
+    }
+    auto find = [&](const char* key) {
+        return std::find_if(params.begin(), params.end(),
+                            [&](const auto& p) { return p.first == key; });
+    };
+    for (const auto& [key, value] : kDefaults) {
+        if (find(key) == params.end()) params.emplace_back(key, value);
+    }
+    // Ours first: a statement_timeout among the user's options comes later
+    // and wins. Passing `options` replaces PGOPTIONS, so that is merged too.
+    auto options = find("options");
+    if (options != params.end()) {
+        options->second = std::string(kStatementTimeout) + " " + options->second;
+    } else {
+        const char* env = std::getenv("PGOPTIONS");
+        params.emplace_back("options", std::string(kStatementTimeout) +
+                                           (env && *env ? std::string(" ") + env : ""));
+    }
+    return params;
+}
+
 PgConn pg_connect(const std::string& conninfo) {
-    // Keywords are applied in order and the expanded dbname comes last, so
-    // a connect_timeout written in the conninfo wins over this default.
-    const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
-    const char* values[] = {"5", "syncd", conninfo.c_str(), nullptr};
-    PgConn conn(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
+    auto params = pg_connect_params(conninfo);
+    std::vector<const char*> keys, values;
+    for (const auto& [key, value] : params) {
+        keys.push_back(key.c_str());
+        values.push_back(value.c_str());
+    }
+    keys.push_back(nullptr);
+    values.push_back(nullptr);
+    PgConn conn(PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/0));
     if (!conn) throw PgError("out of memory connecting to PostgreSQL", true);
     if (PQstatus(conn.get()) != CONNECTION_OK) {
-        throw PgError("cannot connect to PostgreSQL: " + trimmed_error(PQerrorMessage(conn.get())),
+        throw PgError("cannot connect to PostgreSQL" + connect_target(conn.get()) + ": " +
+                          connect_reason(conn.get()),
                       true);
     }
     return conn;
+}
+
+std::string pg_result_error(const PGresult* res, bool lost) {
+    const char* primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
+    const char* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+    std::string msg = primary && *primary ? primary
+                      : lost              ? "connection to the server lost"
+                                          : "statement failed";
+    if (state && *state) msg += std::string(" (SQLSTATE ") + state + ")";
+    return msg;
 }
 
 PgResult pg_exec(PGconn* conn, const char* sql, const std::vector<PgParam>& params) {
@@ -37,13 +123,12 @@ PgResult pg_exec(PGconn* conn, const char* sql, const std::vector<PgParam>& para
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return res;
     bool lost = PQstatus(conn) != CONNECTION_OK;
     const char* state = res ? PQresultErrorField(res.get(), PG_DIAG_SQLSTATE) : nullptr;
-    std::string msg = res ? trimmed_error(PQresultErrorMessage(res.get())) : "";
-    if (msg.empty()) msg = trimmed_error(PQerrorMessage(conn));
     // Class 08 (connection exception) and 57P (operator intervention, e.g.
     // the server shutting down) mean: try again on another connection.
     std::string sqlstate = state ? state : "";
     if (sqlstate.rfind("08", 0) == 0 || sqlstate.rfind("57P", 0) == 0) lost = true;
-    throw PgError("PostgreSQL: " + msg, lost, sqlstate);
+    // Only the primary message: DETAIL and the full text may quote row data.
+    throw PgError("PostgreSQL: " + pg_result_error(res.get(), lost), lost, sqlstate);
 }
 
 std::string pg_text(const PGresult* r, int row, int col) {
@@ -105,7 +190,10 @@ PgPool::Lease PgPool::acquire() {
     PgConn conn;
     {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return in_use_ < size_; });
+        // Bounded: with every connection stuck, answer 503 rather than queue.
+        if (!cv_.wait_for(lock, kAcquireTimeout, [&] { return in_use_ < size_; })) {
+            throw PgError("PostgreSQL unavailable: no free pooled connection within 5 s", false);
+        }
         ++in_use_;
         if (!idle_.empty()) {
             conn = std::move(idle_.back());

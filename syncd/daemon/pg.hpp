@@ -40,8 +40,21 @@ class PgError : public std::runtime_error {
 
 using PgParam = std::optional<std::string>;  // nullopt is SQL NULL
 
-// Connects with a 5 s connect timeout unless the conninfo sets one.
+// The keywords pg_connect passes to libpq: the conninfo's own, plus these
+// defaults unless it sets them: connect_timeout=5, application_name=syncd,
+// tcp_user_timeout=10000, keepalives=1, keepalives_idle=10, and
+// "-c statement_timeout=10s" in front of the user's `options` (or
+// PGOPTIONS), so that a statement_timeout of the user's wins. Throws PgError
+// naming SYNCD_DATABASE_URL, never quoting it, when it does not parse.
+std::vector<std::pair<std::string, std::string>> pg_connect_params(const std::string& conninfo);
+
+// Connects with pg_connect_params. A failure names host:port/dbname and a
+// fixed reason; libpq's message, which can quote the conninfo, is not shown.
 PgConn pg_connect(const std::string& conninfo);
+
+// "<primary message> (SQLSTATE xxxxx)" of a failed result: never DETAIL or
+// the full message, which may quote row data.
+std::string pg_result_error(const PGresult* res, bool connection_lost);
 
 // Runs one statement with text parameters; throws PgError unless it
 // returned rows or completed.
@@ -90,8 +103,10 @@ class PgPool {
         PgConn conn_;
     };
 
-    // Waits for a free slot, then connects if the slot has no connection.
-    // Throws PgError(connection_lost) when the server cannot be reached.
+    // Waits up to 5 s for a free slot, then connects if the slot has no
+    // connection. Throws PgError: connection_lost when the server cannot be
+    // reached; not lost when no slot freed up in time (all connections busy
+    // or stuck), which the service also answers with 503.
     Lease acquire();
 
   private:

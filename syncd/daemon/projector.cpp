@@ -142,12 +142,38 @@ void Projector::wake() {
     cv_.notify_one();
 }
 
+std::int64_t Projector::steady_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+void Projector::beat() {
+    heartbeat_ms_.store(steady_ms());
+}
+
+std::chrono::milliseconds Projector::since_heartbeat() const {
+    return std::chrono::milliseconds(steady_ms() - heartbeat_ms_.load());
+}
+
+void Projector::pause(std::chrono::milliseconds wait, bool wakeable) {
+    auto deadline = std::chrono::steady_clock::now() + wait;
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stopping_ && !(wakeable && pending_)) {
+        beat();
+        auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) break;
+        cv_.wait_until(lock, std::min(deadline, now + kHeartbeat));
+    }
+    beat();
+}
+
 void Projector::run() {
     PgConn pg;
     std::unique_ptr<Redis> redis;
     std::chrono::milliseconds backoff(100);
     bool failing = false;
     while (true) {
+        beat();
         bool ok = true;
         try {
             if (!pg || PQstatus(pg.get()) != CONNECTION_OK) pg = pg_connect(cfg_.database_url);
@@ -155,8 +181,7 @@ void Projector::run() {
                 redis.reset();
                 redis = std::make_unique<Redis>(cfg_.redis, std::chrono::milliseconds(2000));
             }
-            while (drain(pg.get(), *redis, cfg_.redis_prefix, metrics_) == kBatch) {
-            }
+            while (drain(pg.get(), *redis, cfg_.redis_prefix, metrics_) == kBatch) beat();
             auto depth = pg_exec(pg.get(), "SELECT count(*) FROM outbox");
             metrics_.set_outbox_depth(pg_int(depth.get(), 0, 0));
             metrics_.set_redis_up(true);
@@ -178,11 +203,10 @@ void Projector::run() {
             failing = true;
             backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
         }
-        std::unique_lock<std::mutex> lock(mu_);
         // While failing, wake-ups do not cut the back-off short; the periodic
         // pass also picks up entries left by another process.
-        auto wait = ok ? std::chrono::milliseconds(1000) : backoff;
-        cv_.wait_for(lock, wait, [&] { return stopping_ || (ok && pending_); });
+        pause(ok ? std::chrono::milliseconds(1000) : backoff, ok);
+        std::lock_guard<std::mutex> lock(mu_);
         if (stopping_) return;
         pending_ = false;
     }

@@ -7,6 +7,7 @@
 #include <libpq-fe.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -49,6 +50,12 @@ class Projector {
     void stop();
     // Called after a commit that wrote outbox entries.
     void wake();
+    // Time since the loop last made progress: it beats at least every
+    // kHeartbeat while idle or backing off, and after every batch. A call
+    // blocked in PostgreSQL or Redis stops the beat (serve withholds the
+    // systemd watchdog ping then).
+    std::chrono::milliseconds since_heartbeat() const;
+    static constexpr std::chrono::milliseconds kHeartbeat{250};
 
     // One pass over the outbox on the given connections; returns the number
     // of entries applied. Throws PgError / RedisError.
@@ -56,6 +63,9 @@ class Projector {
 
   private:
     void run();
+    void beat();
+    // Waits up to `wait` for stop (or a wake-up when `wakeable`), beating.
+    void pause(std::chrono::milliseconds wait, bool wakeable);
 
     Config cfg_;
     Metrics& metrics_;
@@ -64,6 +74,9 @@ class Projector {
     std::condition_variable cv_;
     bool stopping_ = false;
     bool pending_ = false;
+    std::atomic<std::int64_t> heartbeat_ms_{steady_ms()};
+
+    static std::int64_t steady_ms();
 };
 
 }  // namespace syncd

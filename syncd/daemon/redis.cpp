@@ -91,10 +91,39 @@ std::vector<RedisReplyPtr> Redis::pipeline(const std::vector<std::vector<std::st
     return replies;
 }
 
+// KEYS[1] the key; ARGV[1] PEXPIREAT milliseconds, ARGV[2] the projected
+// last_active_at ("" when none), ARGV[3..] field/value pairs. Values are
+// arguments, never part of the script text.
+const char* const kApplySessionScript =
+    "local stored = redis.call('HGET', KEYS[1], 'last_active_at')\n"
+    "local last = ARGV[2]\n"
+    "if stored and tonumber(stored) and (last == '' or tonumber(stored) > tonumber(last)) then\n"
+    "  last = stored\n"
+    "end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 3))\n"
+    "if last ~= '' then redis.call('HSET', KEYS[1], 'last_active_at', last) end\n"
+    "redis.call('PEXPIREAT', KEYS[1], ARGV[1])\n"
+    "return 1\n";
+
 std::vector<std::vector<std::string>> apply_commands(const KeyState& state) {
     std::vector<std::vector<std::string>> cmds;
     if (!state.present) {
         cmds.push_back({"DEL", state.key});
+        return cmds;
+    }
+    if (state.keep_newer_last_active && state.expire_at_ms) {
+        std::vector<std::string> eval = {
+            "EVAL", kApplySessionScript, "1", state.key, std::to_string(*state.expire_at_ms), ""};
+        for (const auto& [field, value] : state.fields) {
+            if (field == "last_active_at") {
+                eval[5] = value;
+            } else {
+                eval.push_back(field);
+                eval.push_back(value);
+            }
+        }
+        cmds.push_back(std::move(eval));
         return cmds;
     }
     cmds.push_back({"MULTI"});
@@ -117,7 +146,9 @@ std::vector<std::vector<std::string>> apply_commands(const KeyState& state) {
 void Redis::apply(const KeyState& state) {
     auto replies = pipeline(apply_commands(state));
     const redisReply* last = replies.back().get();
-    if (state.present && last->type != REDIS_REPLY_ARRAY) {
+    // EXEC answers nil when the transaction was aborted; EVAL either ran
+    // whole or failed with an error reply (thrown by pipeline()).
+    if (state.present && replies.size() > 1 && last->type != REDIS_REPLY_ARRAY) {
         throw RedisError("Redis: transaction aborted for a projected key");
     }
 }

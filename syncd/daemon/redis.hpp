@@ -42,7 +42,9 @@ class Redis {
     std::vector<RedisReplyPtr> pipeline(const std::vector<std::vector<std::string>>& commands);
 
     // Makes the key match `state` atomically (MULTI/EXEC): DEL, then HSET
-    // and the expiry when the key should be present.
+    // and the expiry when the key should be present. A session key is
+    // written by one EVAL that does the same but keeps the stored
+    // last_active_at when it is newer than the projected one.
     void apply(const KeyState& state);
 
     // Reads the key back as a KeyState (fields and whether it has a TTL) to
@@ -58,7 +60,8 @@ class Redis {
     RedisContextPtr ctx_;
 };
 
-// The commands apply() sends, for unit tests.
+// The script for session keys, and the commands apply() sends (unit tests).
+extern const char* const kApplySessionScript;
 std::vector<std::vector<std::string>> apply_commands(const KeyState& state);
 
 }  // namespace syncd

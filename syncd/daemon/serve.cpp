@@ -104,11 +104,26 @@ int serve(const Config& cfg, const ConfigLoader& reload) {
     } else {
         tick.tv_sec = 60;
     }
+    // The ping vouches for the projector too: it is withheld while the
+    // projector's loop has not beaten within the watchdog interval (a call
+    // stuck in PostgreSQL or Redis), so that systemd restarts a wedged daemon.
+    const auto watchdog_interval = std::chrono::microseconds(watchdog_usec);
+    bool withheld = false;
     while (true) {
         int sig = sigtimedwait(&signals, nullptr, &tick);
         if (sig == SIGTERM || sig == SIGINT) break;
         if (sig == SIGHUP) reload_secrets(service, reload);
-        if (watchdog) notify("WATCHDOG=1");
+        if (!watchdog) continue;
+        auto stalled = projector.since_heartbeat();
+        if (stalled <= watchdog_interval) {
+            if (withheld) log::info("projector progressing again; watchdog pings resumed");
+            withheld = false;
+            notify("WATCHDOG=1");
+        } else if (!withheld) {
+            withheld = true;
+            log::error("projector made no progress for " + std::to_string(stalled.count()) +
+                       " ms; withholding the watchdog ping");
+        }
     }
     notify("STOPPING=1");
     log::info("stopping: finishing requests in flight");

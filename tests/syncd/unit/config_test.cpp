@@ -84,6 +84,21 @@ TEST(Config, RedisPasswordNeverInErrors) {
     EXPECT_EQ(url.redacted().find("s3cretpw"), std::string::npos);
 }
 
+// libpq's parse error quotes the offending part, which can be the password.
+TEST(Config, DatabaseUrlIsParsedWithoutEchoingIt) {
+    for (const char* url :
+         {"postgresql://u:s3cr%ZZet@db.example/app", "host=db.example password='s3cret",
+          "postgresql://u:s3cret@[::1/db", "host=db.example s3cret=1"}) {
+        std::string err = error_of({{"SYNCD_DATABASE_URL", url}});
+        EXPECT_EQ(err, "SYNCD_DATABASE_URL: not a valid libpq connection string or URL") << url;
+        EXPECT_EQ(err.find("s3cr"), std::string::npos);
+    }
+    for (const char* url : {"postgresql://u:pw@db.example:5433/app?sslmode=require",
+                            "host=/run/postgresql dbname=app", "postgres:///app"}) {
+        EXPECT_EQ(load_config({{"SYNCD_DATABASE_URL", url}}, {}).database_url, url);
+    }
+}
+
 TEST(Config, RedisUrlForms) {
     RedisUrl a = parse_redis_url("K", "redis://127.0.0.1:6379");
     EXPECT_FALSE(a.unix_socket);

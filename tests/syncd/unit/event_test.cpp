@@ -190,6 +190,44 @@ TEST(DecodeErrors, HandledTypeWithoutRequiredFields) {
     EXPECT_THROW(decode_event(envelope("organizationMembership.created", m).dump()), DecodeError);
 }
 
+// libpq would cut a parameter at the NUL while the Redis key keeps it.
+TEST(DecodeErrors, NulInStoredStringsIsRefused) {
+    const std::string nul("\0", 1);
+    auto refused = [](const std::string& type, const json& data) {
+        try {
+            decode_event(envelope(type, data).dump());
+        } catch (const DecodeError& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    json s = clerk_session("active");
+    s["id"] = "sess_1" + nul + "x";
+    EXPECT_NE(refused("session.created", s).find("data.id"), std::string::npos);
+    s = clerk_session("active");
+    s["user_id"] = "user_1" + nul;
+    EXPECT_NE(refused("session.created", s).find("data.user_id"), std::string::npos);
+    json u = clerk_user();
+    u["id"] = "user_1" + nul;
+    EXPECT_NE(refused("user.created", u), "");
+    EXPECT_NE(refused("user.deleted", {{"id", "user_1" + nul}}), "");
+    u = clerk_user();
+    u["email_addresses"][1]["email_address"] = "ada@example.com" + nul + "x";
+    EXPECT_NE(refused("user.updated", u), "");
+    json m = clerk_membership();
+    m["organization"]["slug"] = "acme" + nul;
+    EXPECT_NE(refused("organizationMembership.created", m).find("slug"), std::string::npos);
+    m = clerk_membership();
+    m["public_user_data"]["user_id"] = "user_1" + nul;
+    EXPECT_NE(refused("organizationMembership.created", m), "");
+    m = clerk_membership();
+    m["role"] = "org:admin" + nul;
+    EXPECT_NE(refused("organizationMembership.created", m), "");
+    EXPECT_NE(refused("email.created" + nul, {{"id", "x"}}).find("type"), std::string::npos);
+    // The value itself is never echoed.
+    EXPECT_EQ(refused("session.created", s).find("sess_1"), std::string::npos);
+}
+
 TEST(DecodeErrors, MessageDoesNotEchoValues) {
     json u = clerk_user();
     u["updated_at"] = "ada@example.com";

@@ -108,14 +108,42 @@ TEST(Channel, NamesFromTheContract) {
 }
 
 TEST(RedisCommands, PresentKeyIsReplacedAtomically) {
-    auto cmds = apply_commands(project_session(live_session(), "", kNow));
+    UserState u = ada();
+    u.status = UserStatus::deleted;
+    auto cmds = apply_commands(project_user(u, "", kNow));
     ASSERT_EQ(cmds.size(), 5u);
     EXPECT_EQ(cmds[0], std::vector<std::string>{"MULTI"});
-    EXPECT_EQ(cmds[1], (std::vector<std::string>{"DEL", "sess:sess_1"}));
-    EXPECT_EQ(cmds[2][0], "HSET");
-    EXPECT_EQ(cmds[3], (std::vector<std::string>{"PEXPIREAT", "sess:sess_1",
-                                                 std::to_string(kNow + 3600 * 1000)}));
+    EXPECT_EQ(cmds[1], (std::vector<std::string>{"DEL", "user:user_1"}));
+    EXPECT_EQ(cmds[2], (std::vector<std::string>{"HSET", "user:user_1", "status", "deleted"}));
+    EXPECT_EQ(cmds[3][0], "EXPIRE");
     EXPECT_EQ(cmds[4], std::vector<std::string>{"EXEC"});
+}
+
+// One EVAL: DEL, HSET, the newer last_active_at, PEXPIREAT. Key and values
+// are arguments; the script text is constant.
+TEST(RedisCommands, SessionKeyKeepsTheNewerLastActiveAt) {
+    auto cmds = apply_commands(project_session(live_session(), "", kNow));
+    ASSERT_EQ(cmds.size(), 1u);
+    EXPECT_EQ(cmds[0], (std::vector<std::string>{
+                           "EVAL", kApplySessionScript, "1", "sess:sess_1",
+                           std::to_string(kNow + 3600 * 1000), std::to_string(kNow - 1000),
+                           "user_id", "user_1", "expires_at", std::to_string(kNow + 3600 * 1000)}));
+    SessionState never_active = live_session();
+    never_active.last_active_at_ms.reset();
+    cmds = apply_commands(project_session(never_active, "", kNow));
+    ASSERT_EQ(cmds.size(), 1u);
+    EXPECT_EQ(cmds[0][5], "");
+}
+
+TEST(ProjectUser, MembershipsThatWouldInjectWordsAreLeftOut) {
+    UserState u = ada();
+    u.role = "user";
+    u.memberships = {{"evil admin", "org:member"}, {"globex", "org:member admin"},
+                     {"a/b", "org:member"},        {"tab\tco", "org:member"},
+                     {"", "org:member"},           {"acme", "org:admin"}};
+    EXPECT_EQ(project_user(u, "", kNow).fields[2],
+              (std::pair<std::string, std::string>{"roles", "user acme/org:admin"}));
+    EXPECT_EQ(roles_field("user", {{"acme", "org:admin"}, {"x", ""}}), "user acme/org:admin");
 }
 
 TEST(RedisCommands, AbsentKeyIsDeleted) {
