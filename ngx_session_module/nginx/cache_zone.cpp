@@ -335,23 +335,30 @@ char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexc
 }
 
 CacheRead cache_get(ngx_shm_zone_t* zone, std::string_view token, ngx_pool_t* pool) noexcept {
-    // Entries are small: room for a typical one is taken from the pool before
-    // locking, so that the lock shared by all workers is never held across
-    // an allocation. A larger entry costs a second, sized attempt.
-    constexpr std::size_t kTypicalEntry = 512;
-    std::size_t room = kTypicalEntry;
-    for (int attempt = 0; attempt < 2; ++attempt) {
-        auto* copy = static_cast<unsigned char*>(ngx_pnalloc(pool, room));
+    // The lock is shared by all workers: never held across an allocation.
+    // A typical entry is copied to the stack under the lock, then to the
+    // pool; a larger one costs a second, sized attempt.
+    unsigned char stack[1024];
+    std::size_t room = sizeof(stack);
+    CacheRead out = copy_out(zone, token, stack, &room);
+    if (out.state != CacheState::miss) {
+        auto* copy = static_cast<unsigned char*>(ngx_pnalloc(pool, out.flat_len + 1));
         if (copy == nullptr) {
             return {};
         }
-        CacheRead out = copy_out(zone, token, copy, &room);
-        if (out.state != CacheState::miss || room == 0) {
-            return out;
-        }
-        // `room` now holds the size the entry needs.
+        ngx_memcpy(copy, stack, out.flat_len);
+        out.flat = copy;
+        return out;
     }
-    return {};
+    if (room == 0) {
+        return out;  // a real miss
+    }
+    auto* copy = static_cast<unsigned char*>(ngx_pnalloc(pool, room));
+    if (copy == nullptr) {
+        return {};
+    }
+    out = copy_out(zone, token, copy, &room);
+    return out.state != CacheState::miss ? out : CacheRead{};
 }
 
 ngx_atomic_uint_t cache_generation(ngx_shm_zone_t* zone) noexcept {
