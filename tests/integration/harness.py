@@ -78,6 +78,16 @@ def now_ms():
 # Redis
 
 
+def terminate(proc, grace=10):
+    """SIGTERM, then SIGKILL if the process is still there after `grace` s."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class RedisServer:
     """A real redis-server on a free loopback port (and optionally a unix
     socket), no persistence, in its own directory."""
@@ -122,12 +132,7 @@ class RedisServer:
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc)
         self.proc = None
 
     def restart(self):
@@ -675,12 +680,7 @@ class Nginx:
             self.proc.wait(timeout)
             return True
         except subprocess.TimeoutExpired:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc)
             return False
         finally:
             self._stderr.close()
