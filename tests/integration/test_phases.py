@@ -2,6 +2,7 @@
 any, internal redirects, other access modules."""
 
 import os
+import subprocess
 
 from harness import SESSION_HEADERS, app_location, cookie, redis_directive, seed_session, seed_user
 
@@ -243,3 +244,30 @@ def test_check_survives_internal_redirect_to_another_location(nginx, rds, r):
 
     resp = n.get("/to-open/x", headers={"X-User-Id": "spoofed"})
     assert resp.status == 401, resp
+
+
+def _curl_h2(port, path, *headers):
+    args = ["curl", "-s", "--http2-prior-knowledge", "-o", "-", "-w", "\n%{http_version} %{http_code}",
+            "--max-time", "10"]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run(args + ["http://127.0.0.1:%d%s" % (port, path)], capture_output=True,
+                         text=True, timeout=20).stdout
+    body, _, status = out.rpartition("\n")
+    return status, body
+
+
+def test_http2_requests_wait_for_redis_and_resume(nginx, rds, r):
+    # On HTTP/2 the request runs on a stream's fake connection: the lookup
+    # must resume it there as on HTTP/1.
+    seed_session(r, "sess_h2", "user_h2")
+    seed_user(r, "user_h2", role="admin")
+    n = nginx(http=redis_directive(rds.address()), server=app_location("/app/"),
+              listen_extra="http2")
+    status, body = _curl_h2(n.port, "/app/", "Cookie: sessionId=sess_h2")
+    assert status == "2 200", (status, body)
+    assert '"user_h2"' in body, body
+    status, _ = _curl_h2(n.port, "/app/", "Cookie: sessionId=sess_nope")
+    assert status == "2 401", status
+    status, _ = _curl_h2(n.port, "/app/")
+    assert status == "2 401", status
