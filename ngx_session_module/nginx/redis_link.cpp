@@ -12,6 +12,7 @@
 #include "core/redis_scripts.hpp"
 #include "core/revocation.hpp"
 #include "nginx/metrics_zone.hpp"
+#include "nginx/redis_events.hpp"
 
 namespace session::ngx {
 
@@ -125,65 +126,6 @@ class Link {
 Link* g_link = nullptr;        // lookups
 Link* g_subscriber = nullptr;  // revocation channel
 
-// --- hiredis <-> nginx events ------------------------------------------------
-// The hiredis fd is wrapped in an ngx_connection_t so that nginx's event
-// module polls it. Level-triggered events: hiredis reads at most one buffer
-// per call, so an edge-triggered read could strand a reply in the socket.
-
-void on_read_event(ngx_event_t* ev) noexcept {
-    auto* c = static_cast<ngx_connection_t*>(ev->data);
-    redisAsyncHandleRead(static_cast<redisAsyncContext*>(c->data));
-}
-
-void on_write_event(ngx_event_t* ev) noexcept {
-    auto* c = static_cast<ngx_connection_t*>(ev->data);
-    redisAsyncHandleWrite(static_cast<redisAsyncContext*>(c->data));
-}
-
-void ev_add_read(void* data) noexcept {
-    auto* c = static_cast<ngx_connection_t*>(data);
-    if (!c->read->active) {
-        ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-void ev_del_read(void* data) noexcept {
-    auto* c = static_cast<ngx_connection_t*>(data);
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, 0);
-    }
-}
-
-void ev_add_write(void* data) noexcept {
-    auto* c = static_cast<ngx_connection_t*>(data);
-    if (!c->write->active) {
-        ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-void ev_del_write(void* data) noexcept {
-    auto* c = static_cast<ngx_connection_t*>(data);
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-    }
-}
-
-// hiredis is about to close the fd itself: release the nginx side without
-// closing it a second time.
-void ev_cleanup(void* data) noexcept {
-    auto* c = static_cast<ngx_connection_t*>(data);
-    ev_del_read(c);
-    ev_del_write(c);
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-    ngx_free_connection(c);  // reads c->fd (the files[] slot of poll-like modules)
-    c->fd = static_cast<ngx_socket_t>(-1);
-}
-
 std::int64_t elapsed_us(const timespec& since) noexcept {
     timespec now{};
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -238,25 +180,11 @@ bool Link::attach(redisAsyncContext* ac) noexcept {
     if (ac->c.connection_type == REDIS_CONN_TCP) {
         redisEnableKeepAlive(&ac->c);
     }
-    ngx_connection_t* c = ngx_get_connection(ac->c.fd, log_);
-    if (c == nullptr) {
+    if (!attach_to_event_loop(ac, log_)) {
         log_failure("no free nginx connection for", "worker_connections exhausted");
         return false;
     }
-    c->data = ac;
-    c->log = log_;
-    c->read->log = log_;
-    c->write->log = log_;
-    c->read->handler = on_read_event;
-    c->write->handler = on_write_event;
-
     ac->data = this;
-    ac->ev.data = c;
-    ac->ev.addRead = ev_add_read;
-    ac->ev.delRead = ev_del_read;
-    ac->ev.addWrite = ev_add_write;
-    ac->ev.delWrite = ev_del_write;
-    ac->ev.cleanup = ev_cleanup;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     return true;
