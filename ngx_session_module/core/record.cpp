@@ -124,6 +124,24 @@ DecodeStatus decode_lookup_reply(const redisReply* reply, LookupRecord& out) noe
     return DecodeStatus::ok;
 }
 
+DecodeStatus decode_session_hmget(const redisReply* reply, LookupRecord& out) noexcept {
+    if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) return DecodeStatus::redis_error;
+    if (!decode_hmget(reply, out.session)) {
+        out.session = {};
+        return DecodeStatus::malformed;
+    }
+    return DecodeStatus::ok;
+}
+
+DecodeStatus decode_user_hmget(const redisReply* reply, LookupRecord& out) noexcept {
+    if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) return DecodeStatus::redis_error;
+    if (!decode_hmget(reply, out.user)) {
+        out.user = {};
+        return DecodeStatus::malformed;
+    }
+    return DecodeStatus::ok;
+}
+
 std::string_view outcome_name(Outcome outcome) noexcept {
     switch (outcome) {
         case Outcome::ok:
@@ -148,8 +166,12 @@ std::string_view outcome_name(Outcome outcome) noexcept {
 
 // Precedence, when several apply:
 //   invalid > revoked > expired > forbidden > ok.
-// - invalid first: without user_id or a numeric expires_at the record is not
-//   a session at all, so nothing else about it means anything.
+// - invalid first: a token_type other than absent or "opaque" says the id is
+//   not a credential ("jwt": an identity provider's session id, named in
+//   every token's sid claim and visible to the browser; anything else fails
+//   closed), so the request presented no secret at all, whatever the
+//   session's state. Without user_id or a numeric expires_at the record is
+//   not a session at all, so nothing else about it means anything.
 // - revoked before expired: a revocation is a deliberate, permanent decision
 //   (logout, ban, deletion); reporting it as a mere expiry would hide it from
 //   logs and $session_status, and "expired" invites the client to refresh.
@@ -160,6 +182,12 @@ std::string_view outcome_name(Outcome outcome) noexcept {
 // because a writer stored garbage.
 Verdict evaluate(const LookupRecord& record, std::int64_t now_ms, const Policy& policy) noexcept {
     Verdict verdict;
+
+    const auto token_type = record.get(SessionField::token_type);
+    if (token_type.has_value() && *token_type != "opaque") {
+        verdict.outcome = Outcome::invalid;
+        return verdict;
+    }
 
     const auto user_id = record.get(SessionField::user_id);
     const auto expires_at = parse_int64(record.get(SessionField::expires_at).value_or(""));

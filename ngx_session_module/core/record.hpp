@@ -19,8 +19,9 @@ enum class SessionField : std::size_t {
     status,
     idle_timeout,
     last_active_at,
+    token_type,  // absent or "opaque": the id is the credential; "jwt": it is not
 };
-inline constexpr std::size_t kSessionFieldCount = 5;
+inline constexpr std::size_t kSessionFieldCount = 6;
 
 // Fields read from <prefix>user:<user id>, in the order the script asks.
 enum class UserField : std::size_t {
@@ -31,6 +32,13 @@ enum class UserField : std::size_t {
     status,
 };
 inline constexpr std::size_t kUserFieldCount = 5;
+
+// The field names, in the order above: what the lookup script and the JWT
+// overlay's plain HMGETs ask for.
+inline constexpr std::array<std::string_view, kSessionFieldCount> kSessionFieldNames = {
+    "user_id", "expires_at", "status", "idle_timeout", "last_active_at", "token_type"};
+inline constexpr std::array<std::string_view, kUserFieldCount> kUserFieldNames = {
+    "role", "roles", "db_id", "email", "status"};
 
 // One lookup's answer. Non-owning: the views point into a reply or a buffer
 // that outlives the record. nullopt is a field Redis did not have.
@@ -59,12 +67,19 @@ enum class DecodeStatus {
 // a bulk string or nil. The record's views point into `reply`.
 DecodeStatus decode_lookup_reply(const redisReply* reply, LookupRecord& out) noexcept;
 
+// One plain HMGET's answer (the JWT overlay's two reads): the session's
+// fields (kSessionFieldNames) into out.session, or the user's into out.user.
+// The views point into `reply`; the other half of `out` is left as it is.
+DecodeStatus decode_session_hmget(const redisReply* reply, LookupRecord& out) noexcept;
+DecodeStatus decode_user_hmget(const redisReply* reply, LookupRecord& out) noexcept;
+
 // The check's outcome; also the values of $session_status.
 enum class Outcome {
     ok,         // valid session, role (if required) held
     missing,    // no token in the request
     invalid,    // bad token syntax, or no such session (or a record without
-                // user_id / a numeric expires_at)
+                // user_id / a numeric expires_at, or whose token_type says
+                // the id is not a credential)
     expired,    // expires_at passed, or idle_timeout passed since last_active_at
     revoked,    // session status not active, or user banned or deleted
     forbidden,  // valid session without any of the required roles
@@ -89,8 +104,9 @@ struct Verdict {
     bool touch = false;
 };
 
-// The verdict on a record at `now_ms` (Unix ms). Never returns missing,
-// error or stale: those come from the caller.
+// The verdict on a record at `now_ms` (Unix ms), for a request that
+// presented the session id itself as its token (the opaque check). Never
+// returns missing, error or stale: those come from the caller.
 Verdict evaluate(const LookupRecord& record, std::int64_t now_ms, const Policy& policy) noexcept;
 
 // True when the user holds `role`: the user's `role` field, or one of the

@@ -13,7 +13,7 @@ namespace session::core {
 // legacy script is the same text without it.
 constexpr std::string_view kFlaggedLookupScript = R"lua(#!lua flags=no-writes
 local session = redis.call('HMGET', KEYS[1],
-    'user_id', 'expires_at', 'status', 'idle_timeout', 'last_active_at')
+    'user_id', 'expires_at', 'status', 'idle_timeout', 'last_active_at', 'token_type')
 local user_id = session[1]
 if not user_id then
     return {session}

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/event.hpp"
+#include "core/rules.hpp"
 
 namespace syncd {
 
@@ -58,6 +59,7 @@ KeyState project_user(const UserState& user, const std::string& prefix, std::int
     if (user.status == UserStatus::deleted) {
         // A tombstone: the status only, no personal data.
         k.fields = {{"status", "deleted"}};
+        k.tombstone = true;
         std::int64_t until_latest = (user.latest_session_expiry_ms - now_ms) / 1000;
         k.ttl_seconds = std::max(kTombstoneMinTtlSeconds, until_latest + kTombstoneMarginSeconds);
         return k;
@@ -74,17 +76,41 @@ KeyState project_session(const SessionState& session, const std::string& prefix,
                          std::int64_t now_ms) {
     KeyState k;
     k.key = session_key(prefix, session.id);
-    bool user_ok =
+    const bool user_ok =
         session.user_status != UserStatus::banned && session.user_status != UserStatus::deleted;
-    if (session.status != "active" || !user_ok || session.expires_at_ms <= now_ms) return k;
-    k.present = true;
-    k.fields.emplace_back("user_id", session.clerk_user_id);
-    k.fields.emplace_back("expires_at", std::to_string(session.expires_at_ms));
-    if (session.last_active_at_ms) {
-        k.fields.emplace_back("last_active_at", std::to_string(*session.last_active_at_ms));
+    const bool active = session.status == "active";
+    if (active && user_ok) {
+        // Expired: nothing was revoked, and the key expired on its own.
+        if (session.expires_at_ms <= now_ms) return k;
+        k.present = true;
+        k.fields.emplace_back("user_id", session.clerk_user_id);
+        k.fields.emplace_back("expires_at", std::to_string(session.expires_at_ms));
+        if (session.last_active_at_ms) {
+            k.fields.emplace_back("last_active_at", std::to_string(*session.last_active_at_ms));
+        }
+        k.fields.emplace_back("token_type", kSessionTokenType);
+        k.expire_at_ms = session.expires_at_ms;
+        k.keep_newer_last_active = true;
+        return k;
     }
-    k.expire_at_ms = session.expires_at_ms;
-    k.keep_newer_last_active = true;
+
+    constexpr std::int64_t kTombstoneMs = kSessionTombstoneTtlSeconds * 1000;
+    if (!user_ok || is_final_session_status(session.status)) {
+        // Ended for good: when the session or (banned, deleted) its user last
+        // changed. Long enough ago, no token for it verifies any more.
+        std::int64_t ended_at_ms = session.updated_at_ms;
+        if (!user_ok) ended_at_ms = std::max(ended_at_ms, session.user_updated_at_ms);
+        if (now_ms - ended_at_ms >= kTombstoneMs) return k;
+        k.ttl_seconds = kSessionTombstoneTtlSeconds;
+    } else {
+        // Not active yet (pending): it may still get tokens until it expires.
+        if (session.expires_at_ms <= now_ms) return k;
+        k.expire_at_ms = std::max(session.expires_at_ms, now_ms + kTombstoneMs);
+    }
+    k.present = true;
+    k.tombstone = true;
+    k.fields.emplace_back("status", active ? "revoked" : session.status);
+    k.fields.emplace_back("token_type", kSessionTokenType);
     return k;
 }
 

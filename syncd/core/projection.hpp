@@ -11,10 +11,22 @@
 
 namespace syncd {
 
-// A tombstone outlives every session: at least this long, and at least a
-// day past the user's latest session expiry.
+// A deleted user's tombstone outlives every session: at least this long, and
+// at least a day past the user's latest session expiry.
 inline constexpr std::int64_t kTombstoneMinTtlSeconds = 30LL * 24 * 3600;
 inline constexpr std::int64_t kTombstoneMarginSeconds = 24LL * 3600;
+
+// An ended session's tombstone (status and token_type only) lives this long
+// from when it is written, and is written while the session ended less than
+// this long ago. The module's JWT mode lets a signature-verified token
+// through when the session hash is missing, so the tombstone must outlast
+// every token issued before the end: Clerk's 60 s lifetime plus the
+// module's leeway, at least 2 minutes.
+inline constexpr std::int64_t kSessionTombstoneTtlSeconds = 10LL * 60;
+
+// token_type of every session hash syncd writes: the identity provider's
+// session id is named in its JWTs' sid claim, so it is no credential.
+inline constexpr const char* kSessionTokenType = "jwt";
 
 enum class UserStatus { unknown, active, banned, deleted };
 
@@ -37,7 +49,9 @@ struct SessionState {
     std::string status;
     std::int64_t expires_at_ms = 0;
     std::optional<std::int64_t> last_active_at_ms;
+    std::int64_t updated_at_ms = 0;  // the row's last change (when it ended)
     UserStatus user_status = UserStatus::unknown;
+    std::int64_t user_updated_at_ms = 0;  // the user row's (when banned or deleted)
 };
 
 // One key's desired state: absent, or a hash with exactly these fields and
@@ -51,6 +65,9 @@ struct KeyState {
     // A session key: the module moves last_active_at forward (sliding
     // expiry), so the greater of the stored and the projected value is kept.
     bool keep_newer_last_active = false;
+    // Present, but only a status: a session that no token passes, or a
+    // deleted user.
+    bool tombstone = false;
 };
 
 std::string user_key(const std::string& prefix, const std::string& clerk_user_id);
@@ -65,8 +82,11 @@ std::string roles_field(const std::string& role,
 
 KeyState project_user(const UserState& user, const std::string& prefix, std::int64_t now_ms);
 
-// Present only while the session is active, unexpired and its user neither
-// banned nor deleted.
+// The full hash while the session is active, unexpired and its user neither
+// banned nor deleted. Otherwise a tombstone (status, token_type) while tokens
+// issued before the end may still verify: for kSessionTombstoneTtlSeconds
+// after a final status or the user's ban or deletion, until expiry for a
+// status that may still become active (pending). Else absent.
 KeyState project_session(const SessionState& session, const std::string& prefix,
                          std::int64_t now_ms);
 

@@ -44,7 +44,9 @@ void project_user_key(PGconn* pg, Redis& redis, const std::string& prefix,
         for (const auto& session : load_user_sessions(pg, clerk_user_id)) {
             KeyState s = project_session(session, prefix, now_ms());
             redis.apply(s);
-            if (!s.present && revoke) messages.insert(revocation_message("session", session.id));
+            if (revoke && (!s.present || s.tombstone)) {
+                messages.insert(revocation_message("session", session.id));
+            }
         }
     }
     if (revoke) messages.insert(revocation_message("user", clerk_user_id));
@@ -69,7 +71,9 @@ void project_session_keys(PGconn* pg, Redis& redis, const std::string& prefix,
             desired.key = session_key(prefix, w.id);  // no row: no key
         }
         for (auto& cmd : apply_commands(desired)) commands.push_back(std::move(cmd));
-        if (w.revoke && !desired.present) messages.insert(revocation_message("session", w.id));
+        if (w.revoke && (!desired.present || desired.tombstone)) {
+            messages.insert(revocation_message("session", w.id));
+        }
     }
     redis.pipeline(commands);
 }

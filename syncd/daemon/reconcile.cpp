@@ -56,7 +56,8 @@ std::string ReconcileReport::summary() const {
     return "users checked " + std::to_string(users_checked) + ", written " +
            std::to_string(users_written) + "; sessions checked " +
            std::to_string(sessions_checked) + ", written " + std::to_string(sessions_written) +
-           ", removed " + std::to_string(sessions_removed);
+           ", tombstones written " + std::to_string(sessions_tombstoned) + ", removed " +
+           std::to_string(sessions_removed);
 }
 
 ReconcileReport reconcile(const Config& cfg) {
@@ -95,11 +96,16 @@ ReconcileReport reconcile(const Config& cfg) {
             KeyState actual = redis.read(desired.key, has_ttl);
             ++report.sessions_checked;
             if (matches(desired, actual, has_ttl, true)) continue;
+            // A tombstone is written, never removed, while tokens issued
+            // before the end may still verify: removing it would let them
+            // through JWT mode's optional overlay again.
             redis.apply(desired);
-            if (desired.present) {
-                ++report.sessions_written;
-            } else {
+            if (!desired.present) {
                 ++report.sessions_removed;
+            } else if (desired.tombstone) {
+                ++report.sessions_tombstoned;
+            } else {
+                ++report.sessions_written;
             }
         }
         after = page.back();

@@ -16,8 +16,10 @@ constexpr const char* kSessionColumns =
     "SELECT s.id, s.clerk_user_id, s.status, "
     "(extract(epoch FROM s.expires_at) * 1000)::bigint, "
     "(extract(epoch FROM s.last_active_at) * 1000)::bigint, "
-    "u.id IS NOT NULL, u.deleted_at IS NOT NULL, coalesce(u.banned, false) "
-    "FROM sessions s LEFT JOIN LATERAL (SELECT id, deleted_at, banned FROM users "
+    "u.id IS NOT NULL, u.deleted_at IS NOT NULL, coalesce(u.banned, false), "
+    "(extract(epoch FROM s.updated_at) * 1000)::bigint, "
+    "(extract(epoch FROM u.updated_at) * 1000)::bigint "
+    "FROM sessions s LEFT JOIN LATERAL (SELECT id, deleted_at, banned, updated_at FROM users "
     "WHERE clerk_id = s.clerk_user_id ORDER BY deleted_at IS NULL LIMIT 1) u ON true ";
 
 SessionState session_from(const PGresult* r, int row) {
@@ -28,6 +30,8 @@ SessionState session_from(const PGresult* r, int row) {
     s.expires_at_ms = pg_int(r, row, 3);
     s.last_active_at_ms = pg_opt_int(r, row, 4);
     s.user_status = status_of(pg_bool(r, row, 5), pg_bool(r, row, 6), pg_bool(r, row, 7));
+    s.updated_at_ms = pg_int(r, row, 8);
+    s.user_updated_at_ms = pg_int(r, row, 9);
     return s;
 }
 

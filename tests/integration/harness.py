@@ -204,8 +204,15 @@ class Monitor:
         return "\n".join(self.lines)
 
 
+# The fields of <prefix>sess:<id> the lookup script reads, in its order
+# (kSessionFieldNames in ngx_session_module/core/record.hpp).
+SESSION_FIELDS = ("user_id", "expires_at", "status", "idle_timeout", "last_active_at",
+                  "token_type")
+
+
 def seed_session(r, sid, user_id="user_1", expires_in_ms=3600_000, status=None,
-                 idle_timeout=None, last_active_at=None, prefix="", ttl_s=None, **extra):
+                 idle_timeout=None, last_active_at=None, prefix="", ttl_s=None,
+                 token_type=None, **extra):
     fields = {"user_id": user_id, "expires_at": str(now_ms() + expires_in_ms)}
     if user_id is None:
         del fields["user_id"]
@@ -215,6 +222,8 @@ def seed_session(r, sid, user_id="user_1", expires_in_ms=3600_000, status=None,
         fields["idle_timeout"] = str(idle_timeout)
     if last_active_at is not None:
         fields["last_active_at"] = str(last_active_at)
+    if token_type is not None:
+        fields["token_type"] = token_type
     fields.update({k: str(v) for k, v in extra.items()})
     key = "%ssess:%s" % (prefix, sid)
     r.delete(key)
@@ -359,9 +368,8 @@ class FakeRedis:
         if old_redis and cmd == b"EVAL" and args[1].startswith(b"#!"):
             return b"-ERR Error compiling script: user_script:1: unexpected symbol near '#'\r\n"
         if cmd in (b"EVALSHA", b"EVAL"):
-            session = resp_array([resp_bulk(self.user_id),
-                                  resp_bulk(str(now_ms() + 3600_000)),
-                                  resp_bulk(None), resp_bulk(None), resp_bulk(None)])
+            values = {"user_id": self.user_id, "expires_at": str(now_ms() + 3600_000)}
+            session = resp_array([resp_bulk(values.get(f)) for f in SESSION_FIELDS])
             user = resp_array([resp_bulk("admin"), resp_bulk(None), resp_bulk(None),
                                resp_bulk(None), resp_bulk(None)])
             return resp_array([session, user])

@@ -43,7 +43,7 @@ std::string array(std::initializer_list<std::string> elements) {
 }
 
 const std::string kSessionArray =
-    array({bulk("user_1"), bulk("1700000060000"), kNil, bulk("60"), bulk("1700000000000")});
+    array({bulk("user_1"), bulk("1700000060000"), kNil, bulk("60"), bulk("1700000000000"), kNil});
 const std::string kUserArray =
     array({bulk("admin"), bulk("admin acme/org:admin"), bulk("42"), bulk("a@example.com"), kNil});
 
@@ -70,6 +70,7 @@ TEST_F(DecodeLookupReply, SessionAndUser) {
     EXPECT_EQ(record.get(SessionField::status), std::nullopt);
     EXPECT_EQ(record.get(SessionField::idle_timeout), "60");
     EXPECT_EQ(record.get(SessionField::last_active_at), "1700000000000");
+    EXPECT_EQ(record.get(SessionField::token_type), std::nullopt);
     EXPECT_EQ(record.get(UserField::role), "admin");
     EXPECT_EQ(record.get(UserField::roles), "admin acme/org:admin");
     EXPECT_EQ(record.get(UserField::db_id), "42");
@@ -93,7 +94,8 @@ TEST_F(DecodeLookupReply, SessionWithoutUserHash) {
 TEST_F(DecodeLookupReply, NoSuchSession) {
     // The script returns only the session's HMGET when it names no user.
     LookupRecord record;
-    ASSERT_EQ(decode(array({array({kNil, kNil, kNil, kNil, kNil})}), record), DecodeStatus::ok);
+    ASSERT_EQ(decode(array({array({kNil, kNil, kNil, kNil, kNil, kNil})}), record),
+              DecodeStatus::ok);
     for (const auto& field : record.session) EXPECT_FALSE(field.has_value());
     EXPECT_TRUE(record.user_missing());
     EXPECT_EQ(evaluate(record, 0, Policy{}).outcome, Outcome::invalid);
@@ -101,15 +103,17 @@ TEST_F(DecodeLookupReply, NoSuchSession) {
 
 TEST_F(DecodeLookupReply, SessionWithoutUserIdOneArray) {
     LookupRecord record;
-    ASSERT_EQ(decode(array({array({kNil, bulk("5"), bulk("active"), kNil, kNil})}), record),
-              DecodeStatus::ok);
+    ASSERT_EQ(
+        decode(array({array({kNil, bulk("5"), bulk("active"), kNil, kNil, bulk("jwt")})}), record),
+        DecodeStatus::ok);
     EXPECT_EQ(record.get(SessionField::expires_at), "5");
     EXPECT_EQ(record.get(SessionField::status), "active");
+    EXPECT_EQ(record.get(SessionField::token_type), "jwt");
 }
 
 TEST_F(DecodeLookupReply, EmptyStringsAreNotNil) {
     LookupRecord record;
-    ASSERT_EQ(decode(array({array({bulk(""), bulk(""), bulk(""), bulk(""), bulk("")}),
+    ASSERT_EQ(decode(array({array({bulk(""), bulk(""), bulk(""), bulk(""), bulk(""), bulk("")}),
                             array({bulk(""), kNil, bulk(""), kNil, bulk("")})}),
                      record),
               DecodeStatus::ok);
@@ -146,13 +150,15 @@ TEST_F(DecodeLookupReply, WrongTopLevelTypes) {
 
 TEST_F(DecodeLookupReply, WrongArrayCounts) {
     const std::string three = array({kSessionArray, kUserArray, kUserArray});
-    const std::string four_fields = array({array({bulk("u"), bulk("1"), kNil, kNil})});
-    const std::string six_fields = array({array({bulk("u"), bulk("1"), kNil, kNil, kNil, kNil})});
+    // Five session fields: a reply from the lookup script before token_type.
+    const std::string five_fields = array({array({bulk("u"), bulk("1"), kNil, kNil, kNil})});
+    const std::string seven_fields =
+        array({array({bulk("u"), bulk("1"), kNil, kNil, kNil, kNil, kNil})});
     const std::string short_user = array({kSessionArray, array({bulk("admin"), kNil, kNil, kNil})});
     const std::string empty_user = array({kSessionArray, "*0\r\n"});
     const std::string nil_user = array({kSessionArray, "*-1\r\n"});
     for (const std::string& resp :
-         {three, four_fields, six_fields, short_user, empty_user, nil_user}) {
+         {three, five_fields, seven_fields, short_user, empty_user, nil_user}) {
         LookupRecord record;
         EXPECT_EQ(decode(resp, record), DecodeStatus::malformed) << resp;
     }
@@ -160,16 +166,19 @@ TEST_F(DecodeLookupReply, WrongArrayCounts) {
 
 TEST_F(DecodeLookupReply, WrongElementTypes) {
     const std::string integer_field =
-        array({array({bulk("u"), ":1700000060000\r\n", kNil, kNil, kNil})});
-    const std::string status_field = array({array({bulk("u"), "+1\r\n", kNil, kNil, kNil})});
-    const std::string error_field = array({array({bulk("u"), "-ERR x\r\n", kNil, kNil, kNil})});
-    const std::string nested_array = array({array({bulk("u"), "*0\r\n", kNil, kNil, kNil})});
+        array({array({bulk("u"), ":1700000060000\r\n", kNil, kNil, kNil, kNil})});
+    const std::string status_field = array({array({bulk("u"), "+1\r\n", kNil, kNil, kNil, kNil})});
+    const std::string error_field =
+        array({array({bulk("u"), "-ERR x\r\n", kNil, kNil, kNil, kNil})});
+    const std::string nested_array = array({array({bulk("u"), "*0\r\n", kNil, kNil, kNil, kNil})});
+    const std::string token_type_integer =
+        array({array({bulk("u"), bulk("1"), kNil, kNil, kNil, ":1\r\n"})});
     const std::string user_integer =
         array({kSessionArray, array({":1\r\n", kNil, kNil, kNil, kNil})});
     const std::string first_not_array = array({bulk("x"), kUserArray});
     const std::string nil_first = array({kNil, kUserArray});
     for (const std::string& resp : {integer_field, status_field, error_field, nested_array,
-                                    user_integer, first_not_array, nil_first}) {
+                                    token_type_integer, user_integer, first_not_array, nil_first}) {
         LookupRecord record;
         EXPECT_EQ(decode(resp, record), DecodeStatus::malformed) << resp;
     }
@@ -180,7 +189,7 @@ TEST_F(DecodeLookupReply, UserArrayMustMatchUserId) {
     // A session naming a user, without the user's HMGET: fail closed.
     EXPECT_EQ(decode(array({kSessionArray}), record), DecodeStatus::malformed);
     // A user's HMGET for a session that names no user.
-    EXPECT_EQ(decode(array({array({kNil, bulk("1"), kNil, kNil, kNil}), kUserArray}), record),
+    EXPECT_EQ(decode(array({array({kNil, bulk("1"), kNil, kNil, kNil, kNil}), kUserArray}), record),
               DecodeStatus::malformed);
 }
 
@@ -209,7 +218,7 @@ TEST_F(DecodeLookupReply, BinaryValues) {
     const std::string binary = "a\0b\r\nc\xff\x00"s;
     const std::string crlf_only = "\r\n";
     const ReplyPtr reply =
-        parse_resp(array({array({bulk(binary), bulk("1"), bulk(crlf_only), kNil, kNil}),
+        parse_resp(array({array({bulk(binary), bulk("1"), bulk(crlf_only), kNil, kNil, kNil}),
                           array({bulk(binary), kNil, kNil, bulk("x\r\n$-1\r\n"), kNil})}));
     ASSERT_TRUE(reply);
     LookupRecord record;

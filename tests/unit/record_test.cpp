@@ -117,6 +117,25 @@ TEST(Evaluate, SessionStatus) {
     }
 }
 
+// token_type says whether the session id is itself the credential. Absent
+// or "opaque": yes. "jwt": an identity provider's session id, which every
+// token's sid claim shows: the opaque check refuses it. Anything else fails
+// closed.
+TEST(Evaluate, TokenType) {
+    LookupRecord record = valid_record();
+    set(record, SessionField::token_type, "opaque");
+    EXPECT_EQ(outcome_of(record), Outcome::ok);
+    for (const std::string_view type : {"jwt", "", "Opaque", "opaque ", "JWT", "bearer"}) {
+        set(record, SessionField::token_type, type);
+        EXPECT_EQ(outcome_of(record), Outcome::invalid) << '"' << type << '"';
+    }
+    // A refused id never asks for a touch.
+    Policy touch;
+    touch.touch_interval_ms = 1;
+    set(record, SessionField::token_type, "jwt");
+    EXPECT_FALSE(evaluate(record, kNow, touch).touch);
+}
+
 TEST(Evaluate, UserStatus) {
     LookupRecord record = valid_record();
     set(record, UserField::status, "active");
@@ -256,6 +275,17 @@ TEST(Evaluate, Precedence) {
     // invalid beats everything.
     set(record, SessionField::user_id, std::nullopt);
     set(record, SessionField::status, "revoked");
+    EXPECT_EQ(outcome_of(record, kNow, require(admin)), Outcome::invalid);
+    // token_type=jwt too: a tombstone, or a live session, of an identity
+    // provider's session is invalid as an opaque token, not revoked or ok.
+    record = valid_record();
+    set(record, SessionField::token_type, "jwt");
+    set(record, SessionField::status, "revoked");
+    EXPECT_EQ(outcome_of(record), Outcome::invalid);
+    set(record, SessionField::status, std::nullopt);
+    set(record, UserField::status, "banned");
+    EXPECT_EQ(outcome_of(record), Outcome::invalid);
+    set(record, UserField::status, std::nullopt);
     EXPECT_EQ(outcome_of(record, kNow, require(admin)), Outcome::invalid);
 }
 

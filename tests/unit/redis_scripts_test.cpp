@@ -240,7 +240,8 @@ TEST_F(RedisScriptsTest, ShaMatchesScriptLoad) {
 
 TEST_F(RedisScriptsTest, LookupSessionAndUser) {
     command({"HSET", "app:sess:s1", "user_id", "user_1", "expires_at", "1700000060000", "status",
-             "active", "idle_timeout", "600", "last_active_at", "1699999990000"});
+             "active", "idle_timeout", "600", "last_active_at", "1699999990000", "token_type",
+             "opaque"});
     command({"HSET", "app:user:user_1", "role", "admin", "roles", "admin acme/org:admin", "db_id",
              "42", "email", "a@example.com", "status", "active"});
     const ReplyPtr reply = lookup("app:sess:s1", "app:");
@@ -253,12 +254,62 @@ TEST_F(RedisScriptsTest, LookupSessionAndUser) {
     EXPECT_EQ(record.get(SessionField::status), "active");
     EXPECT_EQ(record.get(SessionField::idle_timeout), "600");
     EXPECT_EQ(record.get(SessionField::last_active_at), "1699999990000");
+    EXPECT_EQ(record.get(SessionField::token_type), "opaque");
     EXPECT_EQ(record.get(UserField::role), "admin");
     EXPECT_EQ(record.get(UserField::roles), "admin acme/org:admin");
     EXPECT_EQ(record.get(UserField::db_id), "42");
     EXPECT_EQ(record.get(UserField::email), "a@example.com");
     EXPECT_EQ(record.get(UserField::status), "active");
     EXPECT_EQ(evaluate(record, kNow, Policy{}).outcome, Outcome::ok);
+}
+
+// The script's HMGETs ask for exactly kSessionFieldNames and kUserFieldNames,
+// in order: each field set to a value naming it must land in its own slot.
+TEST_F(RedisScriptsTest, LookupFieldsAreTheContractsNames) {
+    std::vector<std::string> session = {"HSET", "sess:names"};
+    for (std::string_view name : kSessionFieldNames) {
+        session.emplace_back(name);
+        session.push_back("v:" + std::string(name));
+    }
+    // user_id names the user hash too.
+    session[3] = "u";
+    command(session);
+    std::vector<std::string> user = {"HSET", "user:u"};
+    for (std::string_view name : kUserFieldNames) {
+        user.emplace_back(name);
+        user.push_back("v:" + std::string(name));
+    }
+    command(user);
+    const ReplyPtr reply = lookup("sess:names", "");
+    ASSERT_TRUE(reply);
+    LookupRecord record;
+    ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
+    EXPECT_EQ(record.session[0], "u");
+    for (std::size_t i = 1; i < kSessionFieldCount; ++i) {
+        EXPECT_EQ(record.session[i], "v:" + std::string(kSessionFieldNames[i])) << i;
+    }
+    for (std::size_t i = 0; i < kUserFieldCount; ++i) {
+        EXPECT_EQ(record.user[i], "v:" + std::string(kUserFieldNames[i])) << i;
+    }
+    EXPECT_EQ(record.get(SessionField::token_type), "v:token_type");
+    EXPECT_EQ(record.get(UserField::status), "v:status");
+}
+
+// token_type=jwt: an identity provider's session, whose id is no secret.
+// The opaque check refuses it however valid the session is.
+TEST_F(RedisScriptsTest, LookupTokenTypeDecidesWhetherTheIdIsACredential) {
+    for (const char* type : {"opaque", "jwt", "JWT", ""}) {
+        command({"HSET", "sess:tt", "user_id", "user_t", "expires_at", "1700000060000", "status",
+                 "active", "token_type", type});
+        const ReplyPtr reply = lookup("sess:tt", "");
+        ASSERT_TRUE(reply);
+        LookupRecord record;
+        ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
+        EXPECT_EQ(record.get(SessionField::token_type), type);
+        EXPECT_EQ(evaluate(record, kNow, Policy{}).outcome,
+                  std::string_view(type) == "opaque" ? Outcome::ok : Outcome::invalid)
+            << type;
+    }
 }
 
 // Redis before 7 gets the script without its flags line; on Redis 7 both

@@ -95,6 +95,7 @@ def test_reconcile_after_flushall(pg, redis_server):
         t = now_ms()
         live, banned, gone = new_id("user"), new_id("user"), new_id("user")
         s_live, s_ended, s_banned = new_id("sess"), new_id("sess"), new_id("sess")
+        s_old = new_id("sess")
         assert daemon.deliver("user.created", user_data(live, t, role="admin"))[0] == 200
         assert daemon.deliver("user.created", user_data(banned, t, banned=True))[0] == 200
         assert daemon.deliver("user.created", user_data(gone, t))[0] == 200
@@ -104,26 +105,41 @@ def test_reconcile_after_flushall(pg, redis_server):
         assert daemon.deliver("session.ended",
                               session_data(s_ended, live, "ended", updated_at=t + 1))[0] == 200
         assert daemon.deliver("session.created", session_data(s_banned, banned))[0] == 200
+        # Ended long before any token for it could still verify.
+        assert daemon.deliver("session.ended",
+                              session_data(s_old, live, "ended",
+                                           updated_at=t - 11 * 60_000))[0] == 200
         wait_for(lambda: pg.scalar("SELECT count(*) FROM outbox") == "0", what="outbox")
         expected = {k: (rds.hgetall(k), rds.ttl(k) > 0)
-                    for k in (f"user:{live}", f"user:{banned}", f"user:{gone}", f"sess:{s_live}")}
+                    for k in (f"user:{live}", f"user:{banned}", f"user:{gone}", f"sess:{s_live}",
+                              f"sess:{s_ended}", f"sess:{s_banned}")}
         assert all(h for h, _ in expected.values())
+        assert expected[f"sess:{s_ended}"] == ({"status": "ended", "token_type": "jwt"}, True)
+        assert expected[f"sess:{s_banned}"] == ({"status": "revoked", "token_type": "jwt"}, True)
+        assert not rds.exists(f"sess:{s_old}")
     finally:
         assert daemon.stop() == 0
     rds.flushall()
-    # Drift the other way too: a key for an ended session, a stale role.
+    # Drift the other way too: the ended session's key brought back to life
+    # (reconcile must not resurrect it), a key for a long-ended session.
     rds.hset(f"sess:{s_ended}", mapping={"user_id": live, "expires_at": "99999999999999"})
+    rds.hset(f"sess:{s_old}", mapping={"user_id": live, "expires_at": "99999999999999"})
     out = daemon.run("reconcile")
     assert "reconcile: users checked" in out.stdout
     for key, (fields, has_ttl) in expected.items():
         assert rds.hgetall(key) == fields, key
         assert (rds.ttl(key) > 0) == has_ttl, key
-    assert not rds.exists(f"sess:{s_ended}")
-    assert not rds.exists(f"sess:{s_banned}")
+    for sid in (s_ended, s_banned):
+        assert 120 <= rds.ttl(f"sess:{sid}") <= 600
+    assert not rds.exists(f"sess:{s_old}")
     assert rds.hget(f"user:{gone}", "status") == "deleted"
-    # A second run finds nothing to do.
+    assert "written 1, tombstones written 2, removed 1" in out.stdout, out.stdout
+    # A second run finds nothing to do, and leaves the tombstones alone.
+    ttl_before = rds.ttl(f"sess:{s_ended}")
     again = daemon.run("reconcile").stdout
-    assert ", written 0; sessions checked" in again and "written 0, removed 0" in again
+    assert ", written 0; sessions checked" in again
+    assert "written 0, tombstones written 0, removed 0" in again, again
+    assert rds.ttl(f"sess:{s_ended}") <= ttl_before
 
 
 def test_sighup_reloads_secrets(pg, redis_server, tmp_path):

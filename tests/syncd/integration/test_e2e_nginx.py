@@ -1,7 +1,12 @@
-"""End to end with the nginx module: a session.created webhook through
-syncd makes nginx accept the session id as the session token; a
-session.revoked makes it refuse (no cache). Skipped when the module is not
-built (`make module`)."""
+"""End to end with the nginx module. Clerk's session id is no secret (it is
+in every session token's sid claim, in webhooks, visible to the browser), so
+the session hash syncd writes carries token_type=jwt and nginx refuses the
+bare session id as a bearer token, before and after session.revoked. A ban
+projected by syncd refuses the user's other sessions (here an application's
+own opaque session) at once (no cache). Clerk's session token end to end (a
+signed JWT whose sid names the session) is tested with the module's JWT
+suites, tests/integration/test_jwt*.py. Skipped when the module is not built
+(`make module`)."""
 
 import os
 import shutil
@@ -55,6 +60,7 @@ http {{
             session_token cookie=__session bearer;
             session_cache off;
             add_header X-User-Id $session_user_id always;
+            add_header X-Session-Status $session_status always;
         }}
     }}
 }}
@@ -89,27 +95,35 @@ def get(port, token):
         conn.request("GET", "/app/", headers={"Authorization": f"Bearer {token}"})
         resp = conn.getresponse()
         resp.read()
-        return resp.status, resp.getheader("X-User-Id")
+        return resp.status, resp.getheader("X-User-Id"), resp.getheader("X-Session-Status")
     finally:
         conn.close()
 
 
 def test_webhooks_drive_nginx(pg, redis_server, nginx):
+    rds = redis_server.client
     daemon = Syncd(pg, redis_server).start()
     try:
         uid, sid, t = new_id("user"), new_id("sess"), now_ms()
         assert get(nginx, sid)[0] == 401
         assert daemon.deliver("user.created", user_data(uid, t))[0] == 200
         assert daemon.deliver("session.created", session_data(sid, uid, updated_at=t))[0] == 200
-        assert wait_for(lambda: get(nginx, sid) == (200, uid), what="nginx to accept")
+        wait_for(lambda: rds.hget(f"sess:{sid}", "user_id") == uid, what="session hash")
+        assert rds.hget(f"sess:{sid}", "token_type") == "jwt"
+        # The live session's id is refused: it names a session, it proves nothing.
+        assert get(nginx, sid) == (401, None, "invalid")
+        # An application's own session (no token_type) for the same user is
+        # the credential it always was: the wiring works.
+        app_sid = new_id("app")
+        rds.hset(f"sess:{app_sid}", mapping={"user_id": uid, "expires_at": str(t + 3600_000)})
+        assert get(nginx, app_sid) == (200, uid, "ok")
         assert daemon.deliver("session.revoked",
                               session_data(sid, uid, "revoked", updated_at=t + 1))[0] == 200
-        wait_for(lambda: get(nginx, sid)[0] == 401, what="nginx to refuse")
+        wait_for(lambda: rds.hget(f"sess:{sid}", "status") == "revoked", what="tombstone")
+        assert get(nginx, sid) == (401, None, "invalid")
         # A ban refuses every session of the user at once.
-        sid2 = new_id("sess")
-        assert daemon.deliver("session.created", session_data(sid2, uid, updated_at=t))[0] == 200
-        wait_for(lambda: get(nginx, sid2)[0] == 200, what="second session")
         assert daemon.deliver("user.updated", user_data(uid, t + 5, banned=True))[0] == 200
-        wait_for(lambda: get(nginx, sid2)[0] == 401, what="ban to refuse")
+        wait_for(lambda: get(nginx, app_sid)[0] == 401, what="ban to refuse")
+        assert get(nginx, app_sid) == (401, None, "revoked")
     finally:
         assert daemon.stop() == 0

@@ -26,6 +26,22 @@ def eventually_gone(rds, key, timeout=5):
     wait_for(lambda: not rds.exists(key), timeout, what=f"{key} to be deleted")
 
 
+# syncd's session tombstone (docs/redis-contract.md): the status only, with
+# token_type, and a TTL that outlasts every token issued before the end.
+TOMBSTONE_TTL = 600
+
+
+def eventually_tombstone(rds, key, status, timeout=5):
+    def check():
+        h = rds.hgetall(key)
+        return h if h.get("status") == status else None
+    h = wait_for(check, timeout, what=f"{key} to become a {status} tombstone")
+    assert h == {"status": status, "token_type": "jwt"}, h
+    ttl = rds.ttl(key)
+    assert 120 <= ttl <= TOMBSTONE_TTL, ttl
+    return h
+
+
 def test_user_created_and_projected(syncd, pg, rds):
     uid, t = new_id("user"), now_ms()
     status, body, _ = syncd.deliver("user.created", user_data(uid, t, role="admin"))
@@ -171,7 +187,7 @@ def test_delete_then_late_update(syncd, pg, rds):
     assert pg.scalar("SELECT status FROM sessions WHERE id = :'p1'", sid) == "ended"
     assert pg.scalar("SELECT count(*) FROM memberships WHERE clerk_user_id = :'p1' "
                      "AND deleted_at IS NULL", uid) == "0"
-    eventually_gone(rds, f"sess:{sid}")
+    eventually_tombstone(rds, f"sess:{sid}", "ended")
     assert eventually_hash(rds, f"user:{uid}", {"status": "deleted"}) == {"status": "deleted"}
     assert rds.ttl(f"user:{uid}") > 30 * 24 * 3600 - 60
     # A late update (newer timestamp even) does not resurrect the user.
@@ -183,8 +199,7 @@ def test_delete_then_late_update(syncd, pg, rds):
     late = new_id("sess")
     assert syncd.deliver("session.created", session_data(late, uid))[0] == 200
     assert pg.scalar("SELECT status FROM sessions WHERE id = :'p1'", late) == "ended"
-    time.sleep(0.3)
-    assert not rds.exists(f"sess:{late}")
+    eventually_tombstone(rds, f"sess:{late}", "ended")
 
 
 def test_delete_before_create(syncd, pg):
@@ -207,28 +222,45 @@ def test_session_lifecycle_and_revocations(syncd, pg, rds):
         created = session_data(sid, uid, updated_at=t)
         assert syncd.deliver("session.created", created)[0] == 200
         h = eventually_hash(rds, f"sess:{sid}", {"user_id": uid})
-        assert h["expires_at"] == str(created["expire_at"])
-        assert h["last_active_at"] == str(t)
+        assert h == {"user_id": uid, "expires_at": str(created["expire_at"]),
+                     "last_active_at": str(t), "token_type": "jwt"}
         assert 0 < rds.pttl(f"sess:{sid}") <= 3600_000
         ended = session_data(sid, uid, status=status_name, updated_at=t + 10)
         assert syncd.deliver(end_type, ended)[0] == 200
-        eventually_gone(rds, f"sess:{sid}")
+        # Not deleted: JWT mode lets a verified token through when the hash
+        # is missing. The status stays, nothing else (no user_id).
+        eventually_tombstone(rds, f"sess:{sid}", status_name)
         assert pg.scalar("SELECT status FROM sessions WHERE id = :'p1'", sid) == status_name
         msg = wait_for(lambda: pubsub.get_message(timeout=0.2), what="revocation message")
         assert msg["data"] == f"session {sid}"
         # An older "active" arriving late does not bring it back.
         assert syncd.deliver("session.created", session_data(sid, uid, updated_at=t + 5))[0] == 200
         time.sleep(0.2)
-        assert not rds.exists(f"sess:{sid}")
+        assert rds.hgetall(f"sess:{sid}") == {"status": status_name, "token_type": "jwt"}
+    # A status that may still become active is marked until the session expires.
     pending = new_id("sess")
-    assert syncd.deliver("session.pending", session_data(pending, uid, status="pending"))[0] == 200
+    data = session_data(pending, uid, status="pending")
+    assert syncd.deliver("session.pending", data)[0] == 200
     assert pg.scalar("SELECT status FROM sessions WHERE id = :'p1'", pending) == "pending"
-    time.sleep(0.2)
-    assert not rds.exists(f"sess:{pending}")
+    eventually_hash(rds, f"sess:{pending}", {"status": "pending"})
+    assert rds.hgetall(f"sess:{pending}") == {"status": "pending", "token_type": "jwt"}
+    assert 3500_000 < rds.pttl(f"sess:{pending}") <= 3600_000
     pubsub.close()
 
 
-def test_ban_deletes_sessions_and_role_change_publishes(syncd, pg, rds):
+def test_session_ended_long_ago_leaves_no_key(syncd, pg, rds):
+    # Ended eleven minutes ago (a late delivery): no token for it verifies any
+    # more, so there is nothing to keep.
+    uid, sid, t = new_id("user"), new_id("sess"), now_ms() - 20 * 60_000
+    assert syncd.deliver("user.created", user_data(uid, t))[0] == 200
+    assert syncd.deliver("session.created", session_data(sid, uid, updated_at=t))[0] == 200
+    eventually_hash(rds, f"sess:{sid}", {"user_id": uid})
+    ended = session_data(sid, uid, status="ended", updated_at=now_ms() - 11 * 60_000)
+    assert syncd.deliver("session.ended", ended)[0] == 200
+    eventually_gone(rds, f"sess:{sid}")
+
+
+def test_ban_tombstones_sessions_and_role_change_publishes(syncd, pg, rds):
     uid, t = new_id("user"), now_ms()
     assert syncd.deliver("user.created", user_data(uid, t, role="user"))[0] == 200
     sids = [new_id("sess") for _ in range(2)]
@@ -244,7 +276,7 @@ def test_ban_deletes_sessions_and_role_change_publishes(syncd, pg, rds):
     assert syncd.deliver("user.updated", user_data(uid, t + 2, role="admin", banned=True))[0] == 200
     eventually_hash(rds, f"user:{uid}", {"status": "banned"})
     for sid in sids:
-        eventually_gone(rds, f"sess:{sid}")
+        eventually_tombstone(rds, f"sess:{sid}", "revoked")
     got = set()
     wait_for(lambda: got.add(pubsub.get_message(timeout=0.2)["data"]) or len(got) >= 3,
              what="ban messages")
@@ -253,7 +285,9 @@ def test_ban_deletes_sessions_and_role_change_publishes(syncd, pg, rds):
     # Unbanned: the still-active sessions come back.
     assert syncd.deliver("user.updated", user_data(uid, t + 3, role="admin"))[0] == 200
     for sid in sids:
-        eventually_hash(rds, f"sess:{sid}", {"user_id": uid})
+        eventually_hash(rds, f"sess:{sid}", {"user_id": uid, "token_type": "jwt"})
+        assert rds.hget(f"sess:{sid}", "status") is None
+        assert rds.ttl(f"sess:{sid}") > TOMBSTONE_TTL
 
 
 def test_memberships_make_roles(syncd, pg, rds):

@@ -51,6 +51,7 @@ TEST(ProjectUser, TombstoneHasNoPersonalDataAndOutlivesSessions) {
     u.status = UserStatus::deleted;
     KeyState k = project_user(u, "", kNow);
     EXPECT_EQ(k.fields, (Fields{{"status", "deleted"}}));
+    EXPECT_TRUE(k.tombstone);
     ASSERT_TRUE(k.ttl_seconds);
     EXPECT_GE(*k.ttl_seconds, kTombstoneMinTtlSeconds);
     u.latest_session_expiry_ms = kNow + 90LL * 24 * 3600 * 1000;
@@ -65,7 +66,9 @@ SessionState live_session() {
     s.status = "active";
     s.expires_at_ms = kNow + 3600 * 1000;
     s.last_active_at_ms = kNow - 1000;
+    s.updated_at_ms = kNow - 1000;
     s.user_status = UserStatus::active;
+    s.user_updated_at_ms = kNow - 5000;
     return s;
 }
 
@@ -73,32 +76,109 @@ TEST(ProjectSession, ActiveSessionHashWithExpiry) {
     KeyState k = project_session(live_session(), "app:", kNow);
     EXPECT_EQ(k.key, "app:sess:sess_1");
     EXPECT_TRUE(k.present);
+    EXPECT_FALSE(k.tombstone);
     EXPECT_EQ(k.fields, (Fields{{"user_id", "user_1"},
                                 {"expires_at", std::to_string(kNow + 3600 * 1000)},
-                                {"last_active_at", std::to_string(kNow - 1000)}}));
+                                {"last_active_at", std::to_string(kNow - 1000)},
+                                {"token_type", "jwt"}}));
     EXPECT_EQ(k.expire_at_ms, kNow + 3600 * 1000);
+    EXPECT_FALSE(k.ttl_seconds);
 }
 
 TEST(ProjectSession, UnknownUserStillValid) {
     SessionState s = live_session();
     s.user_status = UserStatus::unknown;
     EXPECT_TRUE(project_session(s, "", kNow).present);
+    EXPECT_FALSE(project_session(s, "", kNow).tombstone);
 }
 
-TEST(ProjectSession, AnythingElseDeletesTheKey) {
-    for (const char* status : {"ended", "removed", "revoked", "expired", "pending", "abandoned"}) {
+// The module's JWT mode lets a verified token through when the session hash
+// is missing: an ended session leaves its status behind, and nothing else.
+TEST(ProjectSession, EndedSessionLeavesATombstone) {
+    for (const char* status : {"ended", "removed", "revoked", "expired", "replaced", "abandoned"}) {
         SessionState s = live_session();
         s.status = status;
-        EXPECT_FALSE(project_session(s, "", kNow).present) << status;
+        s.updated_at_ms = kNow - 1000;
+        KeyState k = project_session(s, "app:", kNow);
+        EXPECT_EQ(k.key, "app:sess:sess_1");
+        EXPECT_TRUE(k.present) << status;
+        EXPECT_TRUE(k.tombstone) << status;
+        EXPECT_EQ(k.fields, (Fields{{"status", status}, {"token_type", "jwt"}})) << status;
+        ASSERT_TRUE(k.ttl_seconds) << status;
+        EXPECT_EQ(*k.ttl_seconds, kSessionTombstoneTtlSeconds);
+        EXPECT_FALSE(k.expire_at_ms);
+        EXPECT_FALSE(k.keep_newer_last_active);
     }
-    SessionState expired = live_session();
-    expired.expires_at_ms = kNow;
-    EXPECT_FALSE(project_session(expired, "", kNow).present);
+    // Clerk's tokens live 60 s; the module allows some leeway.
+    EXPECT_GE(kSessionTombstoneTtlSeconds, 120);
+}
+
+TEST(ProjectSession, BannedOrDeletedUserRevokesTheActiveSession) {
     for (UserStatus st : {UserStatus::banned, UserStatus::deleted}) {
         SessionState s = live_session();
         s.user_status = st;
-        EXPECT_FALSE(project_session(s, "", kNow).present);
+        s.updated_at_ms = kNow - 3600 * 1000;  // the session itself is old
+        s.user_updated_at_ms = kNow - 1000;    // the ban or deletion is not
+        KeyState k = project_session(s, "", kNow);
+        EXPECT_TRUE(k.present);
+        EXPECT_TRUE(k.tombstone);
+        EXPECT_EQ(k.fields, (Fields{{"status", "revoked"}, {"token_type", "jwt"}}));
+        EXPECT_EQ(k.ttl_seconds, kSessionTombstoneTtlSeconds);
+        // An ended session of such a user keeps its own status.
+        s.status = "ended";
+        EXPECT_EQ(project_session(s, "", kNow).fields[0],
+                  (std::pair<std::string, std::string>{"status", "ended"}));
     }
+}
+
+// Long after the end no token for the session verifies: reconcile and a
+// late re-projection leave no key at all.
+TEST(ProjectSession, SessionThatEndedLongAgoHasNoKey) {
+    const std::int64_t window_ms = kSessionTombstoneTtlSeconds * 1000;
+    SessionState s = live_session();
+    s.status = "revoked";
+    s.updated_at_ms = kNow - window_ms + 1;
+    EXPECT_TRUE(project_session(s, "", kNow).present);
+    s.updated_at_ms = kNow - window_ms;
+    EXPECT_FALSE(project_session(s, "", kNow).present);
+
+    SessionState banned = live_session();
+    banned.user_status = UserStatus::banned;
+    banned.updated_at_ms = kNow - 1000;
+    banned.user_updated_at_ms = kNow - window_ms;
+    // The later of the two changes counts.
+    EXPECT_TRUE(project_session(banned, "", kNow).present);
+    banned.updated_at_ms = kNow - window_ms - 1;
+    EXPECT_FALSE(project_session(banned, "", kNow).present);
+
+    // A clock ahead of ours keeps it (longer, never shorter).
+    s.updated_at_ms = kNow + window_ms;
+    EXPECT_TRUE(project_session(s, "", kNow).present);
+}
+
+// A status that may still become active (pending) marks the session until
+// it expires: tokens may be issued for it all that time.
+TEST(ProjectSession, PendingSessionIsMarkedUntilItExpires) {
+    SessionState s = live_session();
+    s.status = "pending";
+    s.updated_at_ms = kNow - 3600 * 1000;
+    KeyState k = project_session(s, "", kNow);
+    EXPECT_TRUE(k.present);
+    EXPECT_TRUE(k.tombstone);
+    EXPECT_EQ(k.fields, (Fields{{"status", "pending"}, {"token_type", "jwt"}}));
+    EXPECT_EQ(k.expire_at_ms, kNow + 3600 * 1000);
+    EXPECT_FALSE(k.ttl_seconds);
+    // Close to its expiry, still the tombstone's minimum.
+    s.expires_at_ms = kNow + 1000;
+    EXPECT_EQ(project_session(s, "", kNow).expire_at_ms, kNow + kSessionTombstoneTtlSeconds * 1000);
+    s.expires_at_ms = kNow;
+    EXPECT_FALSE(project_session(s, "", kNow).present);
+}
+
+TEST(ProjectSession, ExpiredActiveSessionHasNoKey) {
+    SessionState expired = live_session();
+    expired.expires_at_ms = kNow;
+    EXPECT_FALSE(project_session(expired, "", kNow).present);
 }
 
 TEST(Channel, NamesFromTheContract) {
@@ -124,10 +204,11 @@ TEST(RedisCommands, PresentKeyIsReplacedAtomically) {
 TEST(RedisCommands, SessionKeyKeepsTheNewerLastActiveAt) {
     auto cmds = apply_commands(project_session(live_session(), "", kNow));
     ASSERT_EQ(cmds.size(), 1u);
-    EXPECT_EQ(cmds[0], (std::vector<std::string>{
-                           "EVAL", kApplySessionScript, "1", "sess:sess_1",
-                           std::to_string(kNow + 3600 * 1000), std::to_string(kNow - 1000),
-                           "user_id", "user_1", "expires_at", std::to_string(kNow + 3600 * 1000)}));
+    EXPECT_EQ(cmds[0], (std::vector<std::string>{"EVAL", kApplySessionScript, "1", "sess:sess_1",
+                                                 std::to_string(kNow + 3600 * 1000),
+                                                 std::to_string(kNow - 1000), "user_id", "user_1",
+                                                 "expires_at", std::to_string(kNow + 3600 * 1000),
+                                                 "token_type", "jwt"}));
     SessionState never_active = live_session();
     never_active.last_active_at_ms.reset();
     cmds = apply_commands(project_session(never_active, "", kNow));
@@ -146,9 +227,26 @@ TEST(ProjectUser, MembershipsThatWouldInjectWordsAreLeftOut) {
     EXPECT_EQ(roles_field("user", {{"acme", "org:admin"}, {"x", ""}}), "user acme/org:admin");
 }
 
+// The tombstone replaces the whole hash: DEL first, so no user_id (or
+// anything else) of the live session survives next to the status.
+TEST(RedisCommands, TombstoneReplacesTheHashAtomically) {
+    SessionState s = live_session();
+    s.status = "revoked";
+    auto cmds = apply_commands(project_session(s, "", kNow));
+    ASSERT_EQ(cmds.size(), 5u);
+    EXPECT_EQ(cmds[0], std::vector<std::string>{"MULTI"});
+    EXPECT_EQ(cmds[1], (std::vector<std::string>{"DEL", "sess:sess_1"}));
+    EXPECT_EQ(cmds[2], (std::vector<std::string>{"HSET", "sess:sess_1", "status", "revoked",
+                                                 "token_type", "jwt"}));
+    EXPECT_EQ(cmds[3], (std::vector<std::string>{"EXPIRE", "sess:sess_1",
+                                                 std::to_string(kSessionTombstoneTtlSeconds)}));
+    EXPECT_EQ(cmds[4], std::vector<std::string>{"EXEC"});
+}
+
 TEST(RedisCommands, AbsentKeyIsDeleted) {
     SessionState s = live_session();
     s.status = "revoked";
+    s.updated_at_ms = kNow - kSessionTombstoneTtlSeconds * 1000;
     auto cmds = apply_commands(project_session(s, "", kNow));
     ASSERT_EQ(cmds.size(), 1u);
     EXPECT_EQ(cmds[0], (std::vector<std::string>{"DEL", "sess:sess_1"}));
