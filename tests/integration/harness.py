@@ -377,6 +377,7 @@ class FakeRedis:
 
     def _serve(self, conn):
         buf = b""
+        previous = None  # the Event of this connection's last delayed reply
         while not self._stop:
             try:
                 chunk = conn.recv(65536)
@@ -397,10 +398,23 @@ class FakeRedis:
                     self._send(conn, resp_array([resp_bulk("subscribe"), resp_bulk(args[1]),
                                                  b":1\r\n"]))
                 elif self.mode == "slow":
-                    reply = self._reply(args)
-                    threading.Timer(self.delay, self._send, args=(conn, reply)).start()
+                    # Redis answers in order: each delayed reply waits for
+                    # the one before it (two timers due together may fire
+                    # in either order).
+                    previous = self._send_later(conn, self._reply(args), previous)
                 elif self.mode == "redis6":
                     self._send(conn, self._reply(args))
+
+    def _send_later(self, conn, data, previous):
+        sent = threading.Event()
+
+        def send():
+            if previous is not None:
+                previous.wait(30)
+            self._send(conn, data)
+            sent.set()
+        threading.Timer(self.delay, send).start()
+        return sent
 
     def _send(self, conn, data):
         try:
