@@ -6,14 +6,14 @@ set -euo pipefail
 packages=(
   # build the module against the distribution's nginx
   g++ make cmake pkg-config nginx nginx-dev libpcre2-dev zlib1g-dev libssl-dev
-  libhiredis-dev
+  libhiredis-dev libsimdjson-dev
   # syncd
   libpq-dev libsystemd-dev libmicrohttpd-dev nlohmann-json3-dev
   # servers the tests start themselves
   redis-server postgresql
   # tests, fuzzing, sanitizers, benchmarks
   googletest libgtest-dev valgrind clang-14 libfuzzer-14-dev libclang-rt-14-dev
-  python3 python3-pytest python3-redis wrk curl nodejs npm clang-format
+  python3 python3-pytest python3-redis python3-cryptography wrk curl nodejs npm clang-format
 )
 
 missing=()

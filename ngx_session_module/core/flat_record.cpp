@@ -82,4 +82,31 @@ bool flat_decode(const unsigned char* in, std::size_t len, LookupRecord& out) no
     return pos == len;
 }
 
+std::size_t overlay_flat_size(std::string_view sub, const LookupRecord& record) noexcept {
+    return kLengthBytes + sub.size() + flat_size(record);
+}
+
+void overlay_flat_encode(std::string_view sub, const LookupRecord& record,
+                         unsigned char* out) noexcept {
+    put_length(out, static_cast<std::uint32_t>(sub.size()));
+    std::memcpy(out + kLengthBytes, sub.data(), sub.size());
+    flat_encode(record, out + kLengthBytes + sub.size());
+}
+
+bool overlay_flat_subject(const unsigned char* in, std::size_t len,
+                          std::string_view& sub) noexcept {
+    if (len < kLengthBytes) return false;
+    const std::uint32_t sub_len = get_length(in);
+    if (sub_len > len - kLengthBytes) return false;
+    sub = std::string_view(reinterpret_cast<const char*>(in + kLengthBytes), sub_len);
+    return true;
+}
+
+bool overlay_flat_decode(const unsigned char* in, std::size_t len, std::string_view& sub,
+                         LookupRecord& out) noexcept {
+    if (!overlay_flat_subject(in, len, sub)) return false;
+    const std::size_t offset = kLengthBytes + sub.size();
+    return flat_decode(in + offset, len - offset, out);
+}
+
 }  // namespace session::core

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string_view>
 
 #include "core/record.hpp"
 
@@ -21,5 +22,17 @@ void flat_encode(const LookupRecord& record, unsigned char* out) noexcept;
 // `in`. False (and `out` unspecified) when the buffer is truncated or has
 // bytes left over.
 bool flat_decode(const unsigned char* in, std::size_t len, LookupRecord& out) noexcept;
+
+// A JWT overlay entry: the verified token's subject (4-byte little-endian
+// length, then the bytes), then the flat record of sess:<sid> and
+// user:<sub>. The subject lets a `user <id>` revocation find the entry even
+// when the session hash was absent.
+std::size_t overlay_flat_size(std::string_view sub, const LookupRecord& record) noexcept;
+void overlay_flat_encode(std::string_view sub, const LookupRecord& record,
+                         unsigned char* out) noexcept;
+// The subject alone (the record is not decoded); false when truncated.
+bool overlay_flat_subject(const unsigned char* in, std::size_t len, std::string_view& sub) noexcept;
+bool overlay_flat_decode(const unsigned char* in, std::size_t len, std::string_view& sub,
+                         LookupRecord& out) noexcept;
 
 }  // namespace session::core

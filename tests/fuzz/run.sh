@@ -20,6 +20,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 fuzzers=(
   tests/fuzz/fuzz_token
   tests/fuzz/fuzz_reply
+  tests/fuzz/fuzz_jwt
   syncd/fuzz/syncd_fuzz_signature
   syncd/fuzz/syncd_fuzz_event
 )
