@@ -7,19 +7,24 @@
 #include "core/flat_record.hpp"
 #include "core/token.hpp"
 #include "nginx/cache_zone.hpp"
+#include "nginx/clerk_handshake.hpp"
+#include "nginx/jwt_access.hpp"
 #include "nginx/metrics_zone.hpp"
 #include "nginx/redis_link.hpp"
 
 namespace session::ngx {
-namespace {
 
 using core::Outcome;
+
+namespace {
 
 bool header_name_is(const ngx_table_elt_t& h, std::string_view name) noexcept {
     return h.key.len == name.size() &&
            ngx_strncasecmp(h.key.data, reinterpret_cast<u_char*>(const_cast<char*>(name.data())),
                            name.size()) == 0;
 }
+
+}  // namespace
 
 const ngx_table_elt_t* find_request_header(ngx_http_request_t* r, std::string_view name) noexcept {
     for (ngx_list_part_t* part = &r->headers_in.headers.part; part != nullptr; part = part->next) {
@@ -49,11 +54,16 @@ std::optional<std::string_view> find_cookie_in_request(ngx_http_request_t* r,
     return std::nullopt;
 }
 
-// The first configured source present in the request wins, valid or not.
-std::optional<std::string_view> extract_token(ngx_http_request_t* r, const LocConf* lcf) noexcept {
+namespace {
+
+// The first configured source present in the request wins, valid or not;
+// `kind` says which it was.
+std::optional<std::string_view> extract_token(ngx_http_request_t* r, const LocConf* lcf,
+                                              TokenSourceKind* kind) noexcept {
     auto* sources = static_cast<TokenSource*>(lcf->token_sources->elts);
     for (ngx_uint_t i = 0; i < lcf->token_sources->nelts; ++i) {
         const TokenSource& source = sources[i];
+        *kind = source.kind;
         switch (source.kind) {
             case TokenSourceKind::cookie:
                 if (auto v = find_cookie_in_request(r, to_view(source.name))) return v;
@@ -92,6 +102,8 @@ bool is_navigation(ngx_http_request_t* r) noexcept {
     return false;
 }
 
+}  // namespace
+
 ngx_table_elt_t* push_response_header(ngx_http_request_t* r, ngx_str_t key,
                                       ngx_str_t value) noexcept {
     auto* h = static_cast<ngx_table_elt_t*>(ngx_list_push(&r->headers_out.headers));
@@ -115,6 +127,8 @@ bool satisfy_any(ngx_http_request_t* r) noexcept {
         ngx_http_get_module_loc_conf(r, ngx_http_core_module));
     return clcf->satisfy == NGX_HTTP_SATISFY_ANY;
 }
+
+namespace {
 
 ngx_int_t unauthenticated(ngx_http_request_t* r, const LocConf* lcf, Outcome outcome) noexcept {
     if (lcf->redirect != nullptr && !satisfy_any(r) && is_navigation(r)) {
@@ -165,6 +179,19 @@ void touch_session(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lcf,
     }
 }
 
+}  // namespace
+
+ngx_int_t conclude_with(ngx_http_request_t* r, RequestCtx* ctx, Outcome outcome,
+                        ngx_int_t rc) noexcept {
+    ctx->judged_for = loc_conf(r);
+    ctx->outcome = outcome;
+    ctx->done = true;
+    ctx->has_record = false;
+    ctx->rc = rc;
+    count_check(outcome);
+    return rc;
+}
+
 // Turns an outcome into the access handler's answer; also what $session_*
 // will say.
 ngx_int_t conclude(ngx_http_request_t* r, RequestCtx* ctx, Outcome outcome) noexcept {
@@ -200,6 +227,8 @@ ngx_int_t conclude(ngx_http_request_t* r, RequestCtx* ctx, Outcome outcome) noex
     return ctx->rc;
 }
 
+namespace {
+
 core::Policy policy_of(const LocConf* lcf) noexcept {
     core::Policy policy;
     if (lcf->required_roles != nullptr) {
@@ -214,6 +243,9 @@ core::Policy policy_of(const LocConf* lcf) noexcept {
 // cache entry honoured because Redis could not answer.
 ngx_int_t judge(ngx_http_request_t* r, RequestCtx* ctx, const unsigned char* flat,
                 std::size_t flat_len, bool from_stale) noexcept {
+    if (ctx->jwt) {
+        return jwt_judge(r, ctx, flat, flat_len, from_stale);
+    }
     if (!core::flat_decode(flat, flat_len, ctx->record)) {
         return conclude(r, ctx, Outcome::error);
     }
@@ -224,6 +256,10 @@ ngx_int_t judge(ngx_http_request_t* r, RequestCtx* ctx, const unsigned char* fla
     const LocConf* lcf = loc_conf(r);
     std::int64_t now = now_ms();
     core::Verdict verdict = core::evaluate(ctx->record, now, policy_of(lcf));
+    if (verdict.outcome == Outcome::ok && has_org_gates(lcf)) {
+        // An opaque session has no active organization.
+        verdict.outcome = Outcome::forbidden;
+    }
     if (verdict.outcome == Outcome::ok && from_stale) {
         return conclude(r, ctx, Outcome::stale);
     }
@@ -233,12 +269,40 @@ ngx_int_t judge(ngx_http_request_t* r, RequestCtx* ctx, const unsigned char* fla
     return conclude(r, ctx, verdict.outcome);
 }
 
+}  // namespace
+
 ngx_int_t redis_unavailable(ngx_http_request_t* r, RequestCtx* ctx) noexcept {
     if (ctx->stale_flat != nullptr) {
         return judge(r, ctx, ctx->stale_flat, ctx->stale_flat_len, true);
     }
     return conclude(r, ctx, Outcome::error);
 }
+
+void resume_request(ngx_http_request_t* r) noexcept {
+    // Resume from the event loop, outside hiredis's frames: the access phase
+    // runs again and answers ctx->rc.
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+bool roles_allow(const LocConf* lcf, const core::LookupRecord& record) noexcept {
+    if (lcf->required_roles == nullptr || lcf->required_roles->nelts == 0) {
+        return true;
+    }
+    auto* roles = static_cast<std::string_view*>(lcf->required_roles->elts);
+    for (ngx_uint_t i = 0; i < lcf->required_roles->nelts; ++i) {
+        if (core::has_role(record, roles[i])) return true;
+    }
+    return false;
+}
+
+bool has_org_gates(const LocConf* lcf) noexcept {
+    return (lcf->required_org_roles != nullptr && lcf->required_org_roles->nelts > 0) ||
+           (lcf->required_permissions != nullptr && lcf->required_permissions->nelts > 0);
+}
+
+namespace {
 
 bool session_absent(const core::LookupRecord& record) noexcept {
     for (const auto& field : record.session) {
@@ -283,12 +347,7 @@ void on_lookup_done(void* owner, const redisReply* reply, LookupFailure failure)
         }
         redis_unavailable(r, ctx);
     }
-
-    // Resume from the event loop, outside hiredis's frames: the access phase
-    // runs again and answers ctx->rc.
-    r->read_event_handler = ngx_http_block_reading;
-    r->write_event_handler = ngx_http_core_run_phases;
-    ngx_post_event(r->connection->write, &ngx_posted_events);
+    resume_request(r);
 }
 
 void detach_lookup(void* data) noexcept {
@@ -330,12 +389,30 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
     cln->handler = detach_lookup;
     cln->data = ctx;
 
-    std::optional<std::string_view> token = extract_token(r, lcf);
+    if (lcf->jwt.keys != nullptr && lcf->jwt.handshake.len > 0) {
+        // Back from Clerk's Frontend API with fresh cookies to set.
+        if (ngx_int_t rc = resolve_handshake(r, ctx, lcf); rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    TokenSourceKind source = TokenSourceKind::cookie;
+    std::optional<std::string_view> token = extract_token(r, lcf, &source);
     if (!token) {
+        if (lcf->jwt.keys != nullptr && lcf->jwt.handshake.len > 0) {
+            core::HandshakeInput input;
+            if (ngx_int_t rc = handshake_if_due(r, ctx, lcf, input, Outcome::missing);
+                rc != NGX_DECLINED) {
+                return rc;
+            }
+        }
         return conclude(r, ctx, Outcome::missing);
     }
     if (!core::is_valid_token(*token)) {
         return conclude(r, ctx, Outcome::invalid);
+    }
+    if (lcf->jwt.keys != nullptr && core::looks_like_jwt(*token)) {
+        return jwt_check(r, ctx, lcf, *token, source == TokenSourceKind::cookie);
     }
     ctx->token = copy_to_pool(r->pool, *token);
     ctx->session_key = build_session_key(r, *token);
@@ -371,6 +448,9 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
 // An internal redirect led to another checked location: the session was
 // read already, but this location's roles, redirect and fail mode apply.
 ngx_int_t rejudge(ngx_http_request_t* r, RequestCtx* ctx) noexcept {
+    if (ctx->jwt && ctx->jwt_verified) {
+        return jwt_judge(r, ctx, ctx->flat, ctx->flat_len, ctx->record_from_stale);
+    }
     if (ctx->flat != nullptr) {
         return judge(r, ctx, ctx->flat, ctx->flat_len, ctx->record_from_stale);
     }

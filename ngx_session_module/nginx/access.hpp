@@ -4,6 +4,10 @@
 
 #include "nginx/ngx.hpp"
 
+#include <optional>
+#include <string_view>
+
+#include "core/jwt.hpp"
 #include "core/record.hpp"
 #include "nginx/conf.hpp"
 
@@ -30,9 +34,47 @@ struct RequestCtx {
     std::size_t stale_flat_len;
     Lookup* lookup;                      // in flight, or nullptr
     ngx_atomic_uint_t cache_generation;  // the cache zone's, when the check started
+    // JWT mode (jwt_access.cpp): the token verified as a JWT; `claims` view
+    // into `claims_flat`; `flat` then holds the overlay entry
+    // (core::overlay_flat_*), or nullptr under session_jwt_session off.
+    bool jwt;
+    bool jwt_verified;  // signature and claims passed: `claims` is valid
+    const unsigned char* claims_flat;
+    std::size_t claims_flat_len;
+    core::SessionClaims claims;
+    ngx_str_t overlay_key;  // cache key of the overlay entry
 };
 
 ngx_int_t access_handler(ngx_http_request_t* r) noexcept;
+
+// --- for the JWT path (jwt_access.cpp) and the handshake (handshake.cpp) ---
+
+// Records the outcome and computes what the access handler answers (401,
+// 302 to session_redirect, 403, 503, or NGX_OK / NGX_DECLINED).
+ngx_int_t conclude(ngx_http_request_t* r, RequestCtx* ctx, core::Outcome outcome) noexcept;
+// The same with a response of the caller's (the handshake's 307s).
+ngx_int_t conclude_with(ngx_http_request_t* r, RequestCtx* ctx, core::Outcome outcome,
+                        ngx_int_t rc) noexcept;
+
+// Redis could not answer: judge a stale cache entry if there is one, else
+// conclude `error`.
+ngx_int_t redis_unavailable(ngx_http_request_t* r, RequestCtx* ctx) noexcept;
+
+// A lookup finished (from the link's callback): run the access phase again
+// from the event loop, outside hiredis's frames.
+void resume_request(ngx_http_request_t* r) noexcept;
+
+// True when the location's session_require_role is satisfied (or unset).
+bool roles_allow(const LocConf* lcf, const core::LookupRecord& record) noexcept;
+// True when session_require_org_role / session_require_permission are set.
+bool has_org_gates(const LocConf* lcf) noexcept;
+
+const ngx_table_elt_t* find_request_header(ngx_http_request_t* r, std::string_view name) noexcept;
+std::optional<std::string_view> find_cookie_in_request(ngx_http_request_t* r,
+                                                       std::string_view name) noexcept;
+ngx_table_elt_t* push_response_header(ngx_http_request_t* r, ngx_str_t key,
+                                      ngx_str_t value) noexcept;
+bool satisfy_any(ngx_http_request_t* r) noexcept;
 
 // The request's check, also after an internal redirect (try_files, error_page,
 // named locations), which clears every module's ctx: then it is found again

@@ -4,6 +4,7 @@
 #include <new>
 
 #include "core/flat_record.hpp"
+#include "core/token.hpp"
 
 #include "nginx/conf.hpp"
 
@@ -405,12 +406,45 @@ void cache_replace_keep_expiry(ngx_shm_zone_t* zone, std::string_view token,
     ngx_shmtx_unlock(&z->shpool->mutex);
 }
 
+void cache_put_for(ngx_shm_zone_t* zone, std::string_view key, const unsigned char* flat,
+                   std::size_t flat_len, ngx_msec_t ttl_ms) noexcept {
+    auto* z = static_cast<CacheZone*>(zone->data);
+    if (ttl_ms == 0) {
+        return;
+    }
+    std::uint32_t hash = hash_of(key);
+    ngx_msec_t now = ngx_current_msec;
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+    expire_locked(z, false, 2);
+    if (Entry* old = find_locked(z, hash, key); old != nullptr) {
+        delete_locked(z, old);
+    }
+    store_locked(z, hash, key, flat, flat_len, now + ttl_ms, now + ttl_ms);
+    ngx_shmtx_unlock(&z->shpool->mutex);
+}
+
 void cache_remove(ngx_shm_zone_t* zone, std::string_view token) noexcept {
     auto* z = static_cast<CacheZone*>(zone->data);
+    // Revocation ids are valid tokens (core::parse_revocation): bounded.
+    u_char overlay_key[1 + core::kMaxTokenLength];
+    std::size_t overlay_len = 0;
+    if (token.size() <= core::kMaxTokenLength) {
+        overlay_key[0] = kOverlayKeyTag;
+        ngx_memcpy(overlay_key + 1, token.data(), token.size());
+        overlay_len = 1 + token.size();
+    }
+    std::string_view overlay(reinterpret_cast<char*>(overlay_key), overlay_len);
+
     ngx_shmtx_lock(&z->shpool->mutex);
     ++z->sh->generation;
     if (Entry* e = find_locked(z, hash_of(token), token); e != nullptr) {
         delete_locked(z, e);
+    }
+    if (overlay_len > 0) {
+        if (Entry* e = find_locked(z, hash_of(overlay), overlay); e != nullptr) {
+            delete_locked(z, e);
+        }
     }
     ngx_shmtx_unlock(&z->shpool->mutex);
 }
@@ -423,8 +457,20 @@ void cache_remove_user(ngx_shm_zone_t* zone, std::string_view user_id) noexcept 
     while (q != ngx_queue_sentinel(&z->sh->lru)) {
         Entry* e = ngx_queue_data(q, Entry, lru);
         q = ngx_queue_next(q);
+        const unsigned char* value = e->data + e->token_len;
+        std::string_view key = token_of(e);
+        if (!key.empty() && key.front() == kClaimsKeyTag) {
+            continue;  // claims only: the overlay entry carries the user's state
+        }
+        if (!key.empty() && key.front() == kOverlayKeyTag) {
+            std::string_view sub;
+            if (core::overlay_flat_subject(value, e->flat_len, sub) && sub == user_id) {
+                delete_locked(z, e);
+            }
+            continue;
+        }
         core::LookupRecord record;
-        if (core::flat_decode(e->data + e->token_len, e->flat_len, record) &&
+        if (core::flat_decode(value, e->flat_len, record) &&
             record.get(core::SessionField::user_id) == user_id) {
             delete_locked(z, e);
         }

@@ -10,6 +10,11 @@
 
 namespace session::ngx {
 
+// Keys: an opaque token as it is; JWT mode's entries under a tag byte that
+// no token starts with (tokens are printable).
+inline constexpr char kOverlayKeyTag = '\x01';  // + session id: core::overlay_flat_*
+inline constexpr char kClaimsKeyTag = '\x02';   // + token digest: flat claims
+
 // Parses `session_cache_zone NAME:SIZE [ttl=] [negative_ttl=] [stale=]`;
 // `conf` is the MainConf, whose cache_zones lists every zone.
 char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
@@ -51,7 +56,14 @@ void cache_replace_keep_expiry(ngx_shm_zone_t* zone, std::string_view token,
                                const unsigned char* flat, std::size_t flat_len,
                                ngx_atomic_uint_t generation) noexcept;
 
-// Drops the entry of one session (a revocation message).
+// Stores the verified claims of a token for `ttl_ms` (until the token's exp
+// plus leeway): no stale window, and no revocation applies to them (the
+// overlay entry carries the session's state).
+void cache_put_for(ngx_shm_zone_t* zone, std::string_view key, const unsigned char* flat,
+                   std::size_t flat_len, ngx_msec_t ttl_ms) noexcept;
+
+// Drops the entry of one session (a revocation message): the opaque
+// token's and the JWT overlay's.
 void cache_remove(ngx_shm_zone_t* zone, std::string_view token) noexcept;
 
 // Drops every entry of one user (banned, deleted, roles changed). Walks the

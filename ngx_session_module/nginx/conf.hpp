@@ -6,6 +6,9 @@
 
 #include <string_view>
 
+#include "core/jwt.hpp"
+#include "core/overlay.hpp"
+
 extern "C" {
 extern ngx_module_t ngx_session_module;
 }
@@ -41,6 +44,20 @@ struct TokenSource {
 
 enum FailMode : ngx_uint_t { kFailClosed = 0, kFailOpen = 1 };
 
+// JWT mode of a location (session_jwt_*): set when it has keys.
+struct JwtConf {
+    const core::JwtKeys* keys;        // nullptr: JWTs are opaque tokens here
+    ngx_str_t issuer;                 // exact iss
+    ngx_array_t* authorized_parties;  // of std::string_view; nullptr: azp not checked
+    time_t leeway;                    // seconds
+    ngx_uint_t session_mode;          // core::JwtSessionMode
+    ngx_str_t role_claim;             // dotted path
+    ngx_str_t handshake;              // Frontend API URL; empty: no handshake
+    // SHA-256 of the keys' fingerprint and the role claim: what a cached
+    // verdict was made by (see core::token_digest).
+    std::array<unsigned char, 32> verifier;
+};
+
 struct LocConf {
     ngx_flag_t check;
     ngx_array_t* token_sources;   // of TokenSource
@@ -50,6 +67,10 @@ struct LocConf {
     ngx_shm_zone_t* cache_zone;    // nullptr: session_cache off
     ngx_msec_t touch;              // 0: off
     ngx_flag_t bearer_configured;  // WWW-Authenticate on 401
+    ngx_str_t session_cookie;      // the first cookie source's name (handshake)
+    JwtConf jwt;
+    ngx_array_t* required_org_roles;    // of std::string_view
+    ngx_array_t* required_permissions;  // of std::string_view
 };
 
 inline MainConf* main_conf(ngx_http_request_t* r) noexcept {

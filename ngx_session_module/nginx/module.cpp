@@ -8,6 +8,7 @@
 #include "nginx/access.hpp"
 #include "nginx/cache_zone.hpp"
 #include "nginx/conf.hpp"
+#include "nginx/jwt_directives.hpp"
 #include "nginx/metrics_zone.hpp"
 #include "nginx/redis_link.hpp"
 #include "nginx/variables.hpp"
@@ -252,6 +253,8 @@ char* metrics_directive(ngx_conf_t* cf, ngx_command_t*, void*) noexcept {
     return NGX_CONF_OK;
 }
 
+constexpr ngx_uint_t kAnyLevel = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
 ngx_command_t kCommands[] = {
     {ngx_string("session_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, redis_directive,
      NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
@@ -281,6 +284,24 @@ ngx_command_t kCommands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
     {ngx_string("session_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, metrics_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_jwt_keys"), kAnyLevel | NGX_CONF_1MORE, jwt_keys_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_jwt_issuer"), kAnyLevel | NGX_CONF_TAKE1, jwt_issuer_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_jwt_authorized_parties"), kAnyLevel | NGX_CONF_1MORE,
+     jwt_authorized_parties_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_jwt_leeway"), kAnyLevel | NGX_CONF_TAKE1, jwt_leeway_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_jwt_session"), kAnyLevel | NGX_CONF_TAKE1, jwt_session_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_jwt_role_claim"), kAnyLevel | NGX_CONF_TAKE1, jwt_role_claim_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_jwt_handshake"), kAnyLevel | NGX_CONF_TAKE1, jwt_handshake_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_require_org_role"), kAnyLevel | NGX_CONF_1MORE, word_list_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, required_org_roles), nullptr},
+    {ngx_string("session_require_permission"), kAnyLevel | NGX_CONF_1MORE, word_list_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, required_permissions), nullptr},
     ngx_null_command,
 };
 
@@ -305,6 +326,7 @@ void* create_loc_conf(ngx_conf_t* cf) noexcept {
     lcf->fail_mode = NGX_CONF_UNSET_UINT;
     lcf->cache_zone = static_cast<ngx_shm_zone_t*>(NGX_CONF_UNSET_PTR);
     lcf->touch = NGX_CONF_UNSET_MSEC;
+    init_jwt_conf(&lcf->jwt);
     return lcf;
 }
 
@@ -334,6 +356,13 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent_ptr, void* child_ptr) noexcept
     ngx_conf_merge_msec_value(conf->touch, prev->touch, 0);
     if (conf->redirect == nullptr) conf->redirect = prev->redirect;
     if (conf->required_roles == nullptr) conf->required_roles = prev->required_roles;
+    if (conf->required_org_roles == nullptr) conf->required_org_roles = prev->required_org_roles;
+    if (conf->required_permissions == nullptr) {
+        conf->required_permissions = prev->required_permissions;
+    }
+    if (merge_jwt_conf(cf, &prev->jwt, &conf->jwt) != NGX_CONF_OK) {
+        return kConfError;
+    }
     if (conf->token_sources == nullptr) {
         conf->token_sources =
             prev->token_sources != nullptr ? prev->token_sources : default_token_sources(cf);
@@ -344,9 +373,13 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent_ptr, void* child_ptr) noexcept
     }
 
     conf->bearer_configured = 0;
+    conf->session_cookie = {0, nullptr};
     auto* sources = static_cast<TokenSource*>(conf->token_sources->elts);
     for (ngx_uint_t i = 0; i < conf->token_sources->nelts; ++i) {
         if (sources[i].kind == TokenSourceKind::bearer) conf->bearer_configured = 1;
+        if (sources[i].kind == TokenSourceKind::cookie && conf->session_cookie.len == 0) {
+            conf->session_cookie = sources[i].name;
+        }
     }
 
     if (conf->cache_zone != nullptr && conf->cache_zone->data == nullptr) {
@@ -355,7 +388,11 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent_ptr, void* child_ptr) noexcept
                            &conf->cache_zone->shm.name);
         return kConfError;
     }
-    if (conf->check == 1) {
+    // A location that only verifies JWTs (session_jwt_session off) needs no
+    // Redis; one that may meet an opaque token or read the overlay does.
+    bool needs_redis = conf->jwt.keys == nullptr ||
+                       conf->jwt.session_mode != static_cast<ngx_uint_t>(core::JwtSessionMode::off);
+    if (conf->check == 1 && needs_redis) {
         auto* mcf =
             static_cast<MainConf*>(ngx_http_conf_get_module_main_conf(cf, ngx_session_module));
         if (!mcf->redis.configured) {

@@ -9,6 +9,7 @@
 #include <new>
 #include <string>
 
+#include "core/flat_record.hpp"
 #include "core/redis_scripts.hpp"
 #include "core/revocation.hpp"
 #include "nginx/metrics_zone.hpp"
@@ -19,6 +20,9 @@ namespace session::ngx {
 struct Lookup {
     void* owner = nullptr;  // nullptr once detached
     LookupDone done = nullptr;
+    OverlayDone overlay_done = nullptr;  // set for an overlay read instead of `done`
+    int replies_pending = 0;             // overlay: replies still to come
+    std::string session_part;            // overlay: the session half, flat
     std::string key;
     ngx_event_t timer{};
     timespec sent{};
@@ -69,6 +73,8 @@ class Link {
     }
 
     Lookup* lookup(std::string_view session_key, void* owner, LookupDone done) noexcept;
+    Lookup* overlay(std::string_view session_key, std::string_view user_key, void* owner,
+                    OverlayDone done) noexcept;
     void touch(std::string_view session_key, std::int64_t now_ms,
                std::int64_t interval_ms) noexcept;
 
@@ -96,6 +102,8 @@ class Link {
     static void on_disconnect(const redisAsyncContext* ac, int status) noexcept;
     static void on_handshake_reply(redisAsyncContext* ac, void* reply, void* step) noexcept;
     static void on_lookup_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+    static void on_overlay_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+    Lookup* new_lookup(void* owner) noexcept;
     static void on_touch_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
     bool send_touch(Touch* touch, bool with_eval) noexcept;
     static void on_channel_message(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
@@ -422,11 +430,26 @@ bool Link::send_lookup(Lookup* lookup, bool with_eval) noexcept {
     return redisAsyncCommandArgv(ac_, on_lookup_reply, lookup, 5, argv, argvlen) == REDIS_OK;
 }
 
-Lookup* Link::lookup(std::string_view session_key, void* owner, LookupDone done) noexcept {
+Lookup* Link::new_lookup(void* owner) noexcept {
     if (ac_ == nullptr) {
         return nullptr;
     }
     auto* lookup = new (std::nothrow) Lookup();
+    if (lookup == nullptr) {
+        return nullptr;
+    }
+    lookup->owner = owner;
+    lookup->timer.handler = on_lookup_timeout;
+    lookup->timer.data = lookup;
+    lookup->timer.log = log_;
+    // Not cancelable: a request waits on this timer, so graceful shutdown
+    // must wait for it too.
+    clock_gettime(CLOCK_MONOTONIC, &lookup->sent);
+    return lookup;
+}
+
+Lookup* Link::lookup(std::string_view session_key, void* owner, LookupDone done) noexcept {
+    Lookup* lookup = new_lookup(owner);
     if (lookup == nullptr) {
         return nullptr;
     }
@@ -436,14 +459,7 @@ Lookup* Link::lookup(std::string_view session_key, void* owner, LookupDone done)
         delete lookup;
         return nullptr;
     }
-    lookup->owner = owner;
     lookup->done = done;
-    lookup->timer.handler = on_lookup_timeout;
-    lookup->timer.data = lookup;
-    lookup->timer.log = log_;
-    // Not cancelable: a request waits on this timer, so graceful shutdown
-    // must wait for it too.
-    clock_gettime(CLOCK_MONOTONIC, &lookup->sent);
     if (!send_lookup(lookup, false)) {
         delete lookup;
         return nullptr;
@@ -458,7 +474,11 @@ void Link::on_lookup_timeout(ngx_event_t* ev) noexcept {
     if (!lookup->finished) {
         lookup->finished = true;
         if (lookup->owner != nullptr) {
-            lookup->done(lookup->owner, nullptr, LookupFailure::timeout);
+            if (lookup->overlay_done != nullptr) {
+                lookup->overlay_done(lookup->owner, nullptr, LookupFailure::timeout);
+            } else {
+                lookup->done(lookup->owner, nullptr, LookupFailure::timeout);
+            }
             lookup->owner = nullptr;
         }
     }
@@ -499,6 +519,114 @@ void Link::on_lookup_reply(redisAsyncContext* ac, void* reply_ptr, void* privdat
         }
     }
     delete lookup;
+}
+
+template <std::size_t N>
+bool send_hmget(redisAsyncContext* ac, std::string_view key,
+                const std::array<std::string_view, N>& fields, redisCallbackFn* callback,
+                void* privdata) noexcept {
+    const char* argv[N + 2];
+    std::size_t argvlen[N + 2];
+    argv[0] = "HMGET";
+    argvlen[0] = 5;
+    argv[1] = key.data();
+    argvlen[1] = key.size();
+    for (std::size_t i = 0; i < N; ++i) {
+        argv[i + 2] = fields[i].data();
+        argvlen[i + 2] = fields[i].size();
+    }
+    return redisAsyncCommandArgv(ac, callback, privdata, static_cast<int>(N + 2), argv, argvlen) ==
+           REDIS_OK;
+}
+
+Lookup* Link::overlay(std::string_view session_key, std::string_view user_key, void* owner,
+                      OverlayDone done) noexcept {
+    Lookup* lookup = new_lookup(owner);
+    if (lookup == nullptr) {
+        return nullptr;
+    }
+    lookup->overlay_done = done;
+    if (!send_hmget(ac_, session_key, core::kSessionFieldNames, on_overlay_reply, lookup)) {
+        delete lookup;
+        return nullptr;
+    }
+    lookup->replies_pending = 1;
+    if (!send_hmget(ac_, user_key, core::kUserFieldNames, on_overlay_reply, lookup)) {
+        // The first reply's callback frees it; the caller fails fast.
+        lookup->finished = true;
+        lookup->owner = nullptr;
+        return nullptr;
+    }
+    lookup->replies_pending = 2;
+    ngx_add_timer(&lookup->timer, conf_->timeout);
+    return lookup;
+}
+
+// The session's HMGET, then the user's, in order on one connection. The
+// first half is kept flat in the lookup (hiredis frees each reply after its
+// callback); the second completes the record.
+void Link::on_overlay_reply(redisAsyncContext*, void* reply_ptr, void* privdata) noexcept {
+    auto* lookup = static_cast<Lookup*>(privdata);
+    auto* reply = static_cast<redisReply*>(reply_ptr);
+    const bool session_half = lookup->replies_pending == 2;
+    --lookup->replies_pending;
+
+    auto finish = [lookup](const core::LookupRecord* record, LookupFailure failure) {
+        lookup->finished = true;
+        if (lookup->timer.timer_set) {
+            ngx_del_timer(&lookup->timer);
+        }
+        if (lookup->owner != nullptr) {
+            void* owner = lookup->owner;
+            lookup->owner = nullptr;
+            lookup->overlay_done(owner, record, failure);
+        }
+    };
+
+    if (!lookup->finished) {
+        core::LookupRecord record;
+        if (reply == nullptr) {
+            count_redis_error();
+            finish(nullptr, LookupFailure::connection);
+        } else if (reply->type == REDIS_REPLY_ERROR) {
+            count_redis_error();
+            if (g_link != nullptr) {
+                ngx_log_error(NGX_LOG_ERR, g_link->log_, 0,
+                              "session_redis: overlay read failed: %*s",
+                              static_cast<size_t>(reply->len), reply->str);
+            }
+            finish(nullptr, LookupFailure::none);
+        } else if (session_half) {
+            if (core::decode_session_hmget(reply, record) != core::DecodeStatus::ok) {
+                count_redis_error();
+                finish(nullptr, LookupFailure::none);
+            } else {
+                try {
+                    lookup->session_part.resize(core::flat_size(record));
+                    core::flat_encode(
+                        record, reinterpret_cast<unsigned char*>(lookup->session_part.data()));
+                } catch (...) {
+                    finish(nullptr, LookupFailure::connection);
+                }
+            }
+        } else {
+            const auto* flat = reinterpret_cast<const unsigned char*>(lookup->session_part.data());
+            if (!core::flat_decode(flat, lookup->session_part.size(), record) ||
+                core::decode_user_hmget(reply, record) != core::DecodeStatus::ok) {
+                count_redis_error();
+                finish(nullptr, LookupFailure::none);
+            } else {
+                observe_lookup_latency(static_cast<std::uint64_t>(elapsed_us(lookup->sent)));
+                finish(&record, LookupFailure::none);
+            }
+        }
+    }
+    if (lookup->replies_pending == 0) {
+        if (lookup->timer.timer_set) {
+            ngx_del_timer(&lookup->timer);
+        }
+        delete lookup;
+    }
 }
 
 // A touch in flight: kept until its reply, to run it again with EVAL when
@@ -590,6 +718,11 @@ void redis_stop() noexcept {
 
 Lookup* redis_lookup(std::string_view session_key, void* owner, LookupDone done) noexcept {
     return g_link != nullptr ? g_link->lookup(session_key, owner, done) : nullptr;
+}
+
+Lookup* redis_overlay(std::string_view session_key, std::string_view user_key, void* owner,
+                      OverlayDone done) noexcept {
+    return g_link != nullptr ? g_link->overlay(session_key, user_key, owner, done) : nullptr;
 }
 
 void redis_detach(Lookup* lookup) noexcept {

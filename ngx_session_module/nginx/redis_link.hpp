@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "core/record.hpp"
 #include "core/revocation.hpp"
 #include "nginx/conf.hpp"
 
@@ -25,6 +26,12 @@ enum class LookupFailure {
 // Called at most once per lookup, from the event loop, never after
 // redis_detach(). `reply` is valid only during the call.
 using LookupDone = void (*)(void* owner, const redisReply* reply, LookupFailure failure) noexcept;
+
+// The JWT overlay's answer: `record` holds both hashes (views valid only
+// during the call), or is nullptr with LookupFailure::none when Redis
+// answered with an error (WRONGTYPE, ...) or a shape HMGET never returns.
+using OverlayDone = void (*)(void* owner, const core::LookupRecord* record,
+                             LookupFailure failure) noexcept;
 
 struct Lookup;  // owned by the link
 
@@ -45,6 +52,12 @@ void redis_stop() noexcept;
 // cannot be sent now (no connection: the caller fails fast); `done` is then
 // never called.
 Lookup* redis_lookup(std::string_view session_key, void* owner, LookupDone done) noexcept;
+
+// JWT mode: HMGET of the session's fields (core::kSessionFieldNames) and of
+// the user's (kUserFieldNames), pipelined: one round trip of plain
+// single-key reads, no script. nullptr when it cannot be sent now.
+Lookup* redis_overlay(std::string_view session_key, std::string_view user_key, void* owner,
+                      OverlayDone done) noexcept;
 
 // The owner is going away: `done` will not be called for this lookup. The
 // link frees the lookup when its reply (or failure) arrives.
