@@ -6,6 +6,8 @@ keyed with the base64-decoded whsec_ secret). Standard library only.
     demo/send_webhook.py user.created --user USER_ID [--role ROLE] [--email EMAIL]
     demo/send_webhook.py session.created --session SESSION_ID --user USER_ID
     demo/send_webhook.py session.revoked --session SESSION_ID --user USER_ID
+    demo/send_webhook.py organizationMembership.created --membership ID --user USER_ID
+        --org-id ORG_ID --org-slug SLUG --org-role org:ROLE [--permission PERM ...]
         [--url http://127.0.0.1:8787/webhooks/clerk]
         [--secret-file build/demo/webhook-secret]
 
@@ -65,13 +67,38 @@ def session_data(session_id, user_id, status):
     }
 
 
+def membership_data(membership_id, user_id, org_id, slug, role, permissions):
+    t = now_ms()
+    return {
+        "object": "organization_membership", "id": membership_id, "role": role,
+        "permissions": list(permissions),
+        "organization": {"object": "organization", "id": org_id, "slug": slug,
+                         "name": slug.title()},
+        "public_user_data": {"user_id": user_id, "identifier": "demo@example.com",
+                             "first_name": "Demo", "last_name": "User"},
+        "public_metadata": {}, "private_metadata": {},
+        "created_at": t - 1000, "updated_at": t,
+    }
+
+
+MEMBERSHIP_TYPES = ["organizationMembership.created", "organizationMembership.updated",
+                    "organizationMembership.deleted"]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("type", choices=["user.created", "user.updated"] + list(SESSION_STATUS))
+    p.add_argument("type", choices=["user.created", "user.updated"] + list(SESSION_STATUS)
+                   + MEMBERSHIP_TYPES)
     p.add_argument("--user", required=True, help="the user's id (user_...)")
     p.add_argument("--session", help="the session's id (sess_...), for session.*")
     p.add_argument("--role", help="public_metadata.role, for user.*")
     p.add_argument("--email", default="demo@example.com")
+    p.add_argument("--membership", help="the membership's id (orgmem_...), for organizationMembership.*")
+    p.add_argument("--org-id", help="the organization's id (org_...)")
+    p.add_argument("--org-slug", help="the organization's slug")
+    p.add_argument("--org-role", default="org:member", help="the member's role (org:admin, ...)")
+    p.add_argument("--permission", action="append", default=[],
+                   help="a permission the role grants (org:billing:manage); repeat")
     p.add_argument("--url", default=DEFAULT_URL)
     p.add_argument("--secret-file", default=DEFAULT_SECRET_FILE)
     args = p.parse_args()
@@ -80,6 +107,11 @@ def main():
         if not args.session:
             p.error(f"{args.type} needs --session")
         data = session_data(args.session, args.user, SESSION_STATUS[args.type])
+    elif args.type.startswith("organizationMembership."):
+        if not (args.membership and args.org_id and args.org_slug):
+            p.error(f"{args.type} needs --membership, --org-id and --org-slug")
+        data = membership_data(args.membership, args.user, args.org_id, args.org_slug,
+                               args.org_role, args.permission)
     else:
         data = user_data(args.user, args.role, args.email)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The demo application behind nginx: answers every request with JSON saying
-who nginx says the user is (the X-User-* headers it set), and serves a
+who nginx says the user is (the X-User-* and X-Org-* headers it set), and serves a
 stand-in sign-in page. Standard library only.
 
     demo/upstream.py [PORT]    (default 8081, on 127.0.0.1)
@@ -10,7 +10,8 @@ import http.server
 import json
 import sys
 
-IDENTITY = ["X-User-Id", "X-User-Db-Id", "X-User-Role", "X-User-Roles", "X-User-Email"]
+IDENTITY = ["X-User-Id", "X-User-Db-Id", "X-User-Role", "X-User-Roles", "X-User-Email",
+            "X-Org-Id", "X-Org-Role", "X-Org-Permissions"]
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

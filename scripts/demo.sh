@@ -3,10 +3,16 @@
 # module), `make demo-stop` runs `scripts/demo.sh stop`.
 #
 #   scripts/demo.sh start    stop anything a previous run left, then start
-#                            Redis, PostgreSQL, the demo upstream, syncd and
-#                            nginx, seed demo sessions, show curl commands with
-#                            their results, then send signed webhooks to syncd
-#                            and show them taking effect at nginx
+#                            Redis, PostgreSQL, the demo upstream, a stand-in
+#                            for Clerk's Frontend API, syncd and nginx; seed
+#                            opaque demo sessions and show curl commands with
+#                            their results; then the Clerk part: signed
+#                            webhooks to syncd, Clerk session tokens (JWTs,
+#                            signed with the demo's own instance key) accepted
+#                            with the identity from PostgreSQL, the org-role
+#                            gate, the handshake round trip, and a token
+#                            refused after session.revoked. Dies when an
+#                            answer is not the expected one.
 #   scripts/demo.sh stop     stop what `start` started (by the pid files in
 #                            build/demo/, nothing else)
 #   scripts/demo.sh status   say what is running
@@ -18,13 +24,19 @@
 #   PostgreSQL     127.0.0.1:6432   DEMO_PG_PORT     (not 5432: a system
 #                                                     PostgreSQL may have it)
 #   syncd          127.0.0.1:8787   DEMO_SYNCD_PORT
+#   Frontend API   127.0.0.1:8788   DEMO_FAPI_PORT   (tests/clerk/frontend_api.py)
 # Everything (configuration, pid files, logs, Redis's directory) lives in
 # build/demo/. nginx runs the repository's nginx.conf.example with the module
-# path, ports and log paths substituted (build/demo/nginx.conf). PostgreSQL is
+# path, ports, log paths, the Clerk key file (build/demo/clerk/jwks.json), the
+# Frontend API URL (issuer and handshake: the stand-in's URL) and the
+# authorized party (the nginx origin, http://127.0.0.1:8080) substituted
+# (build/demo/nginx.conf). PostgreSQL is
 # a fresh cluster on every start, run as the postgres user (demo/postgres.sh);
 # syncd uses it and the same Redis as nginx, with a webhook secret generated
 # on every start (demo/syncd.sh, build/demo/syncd.env). The webhooks are
-# signed by demo/send_webhook.py (demo/webhooks.sh).
+# signed by demo/send_webhook.py (demo/webhooks.sh). The Clerk instance key,
+# the stand-in Frontend API and the Clerk part are in demo/clerk.sh; tokens are
+# minted by demo/clerk.py (with tests/clerk/tokens.py) into build/demo/clerk/.
 #
 # Services are started in the order of SERVICES and stopped in reverse; each
 # has start_<name>, stop_<name> and a pid file (PostgreSQL: its postmaster.pid).
@@ -44,8 +56,9 @@ NGINX_PORT=${DEMO_NGINX_PORT:-8080}
 UPSTREAM_PORT=${DEMO_UPSTREAM_PORT:-8081}
 PG_PORT=${DEMO_PG_PORT:-6432}
 SYNCD_PORT=${DEMO_SYNCD_PORT:-8787}
+FAPI_PORT=${DEMO_FAPI_PORT:-8788}
 
-SERVICES=(redis postgres upstream syncd nginx)
+SERVICES=(redis postgres upstream fapi syncd nginx)
 
 log() { printf '%s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
@@ -104,6 +117,8 @@ source "$ROOT/demo/postgres.sh"
 source "$ROOT/demo/syncd.sh"
 # shellcheck source-path=SCRIPTDIR/.. source=demo/webhooks.sh
 source "$ROOT/demo/webhooks.sh"
+# shellcheck source-path=SCRIPTDIR/.. source=demo/clerk.sh
+source "$ROOT/demo/clerk.sh"
 
 # --------------------------------------------------------------------------
 # Redis
@@ -145,6 +160,10 @@ write_nginx_conf() {
         -e "s#listen 127\.0\.0\.1:8080#listen 127.0.0.1:$NGINX_PORT#" \
         -e "s#server 127\.0\.0\.1:8081#server 127.0.0.1:$UPSTREAM_PORT#" \
         -e "s#access_log /var/log/nginx/access\.log#access_log $DEMO/access.log#" \
+        -e "s#session_jwt_keys /etc/nginx/clerk-jwks\.json#session_jwt_keys $CLERK_DIR/jwks.json#" \
+        -e "s#session_jwt_issuer https://clerk\.example\.com#session_jwt_issuer $FAPI_URL#" \
+        -e "s#session_jwt_handshake https://clerk\.example\.com#session_jwt_handshake $FAPI_URL#" \
+        -e "s#session_jwt_authorized_parties https://app\.example\.com#session_jwt_authorized_parties $APP_ORIGIN#" \
         -e "s#^http {#http {\n    client_body_temp_path $DEMO/tmp/body;\n    proxy_temp_path $DEMO/tmp/proxy;\n    fastcgi_temp_path $DEMO/tmp/fastcgi;\n    uwsgi_temp_path $DEMO/tmp/uwsgi;\n    scgi_temp_path $DEMO/tmp/scgi;\n#" \
         "$example" >"$out.body"
     {
@@ -159,6 +178,13 @@ write_nginx_conf() {
     grep -q "session_redis 127.0.0.1:$REDIS_PORT" "$out" || die "nginx.conf.example: no 'session_redis 127.0.0.1:6379' to substitute"
     grep -q "listen 127.0.0.1:$NGINX_PORT" "$out" || die "nginx.conf.example: no 'listen 127.0.0.1:8080' to substitute"
     grep -q "server 127.0.0.1:$UPSTREAM_PORT" "$out" || die "nginx.conf.example: no 'server 127.0.0.1:8081' to substitute"
+    grep -q "session_jwt_keys $CLERK_DIR/jwks.json;" "$out" || die "nginx.conf.example: no 'session_jwt_keys /etc/nginx/clerk-jwks.json' to substitute"
+    grep -q "session_jwt_issuer $FAPI_URL;" "$out" || die "nginx.conf.example: no 'session_jwt_issuer https://clerk.example.com' to substitute"
+    grep -q "session_jwt_handshake $FAPI_URL;" "$out" || die "nginx.conf.example: no 'session_jwt_handshake https://clerk.example.com' to substitute"
+    grep -q "session_jwt_authorized_parties $APP_ORIGIN;" "$out" || die "nginx.conf.example: no 'session_jwt_authorized_parties https://app.example.com' to substitute"
+    if grep -q "example\.com" "$out"; then
+        die "nginx.conf.example names an example.com URL that scripts/demo.sh does not substitute: $(grep -n 'example\.com' "$out" | head -n 1)"
+    fi
     if grep -q "/var/log/nginx" "$out"; then
         die "nginx.conf.example logs to /var/log/nginx somewhere scripts/demo.sh does not substitute"
     fi
@@ -168,6 +194,7 @@ start_nginx() {
     [[ -f $MODULE_SO ]] || die "the module is not built: $MODULE_SO (run make module)"
     port_free "$NGINX_PORT" || die "port $NGINX_PORT is in use (DEMO_NGINX_PORT=... to choose another)"
     mkdir -p "$DEMO/tmp"
+    : >"$DEMO/access.log"  # a fresh log for a fresh demo
     write_nginx_conf
     "$NGINX" -t -q -p "$DEMO/" -c "$DEMO/nginx.conf" -e "$DEMO/error.log" \
         || die "nginx -t refused $DEMO/nginx.conf"
@@ -204,27 +231,58 @@ seed() {
 # Show: each curl command, its status, and what the upstream was told
 
 FAILED=0
+FAILED_STEPS=()
+
+# Tokens are credentials: a command that carries one is printed with the
+# token's name in its place ("$ADMIN_JWT"). redact NAME VALUE registers one.
+REDACT_NAMES=()
+REDACT_VALUES=()
+redact() {
+    REDACT_NAMES+=("$1")
+    REDACT_VALUES+=("$2")
+}
+
+# print_command CURL-ARGS...: "$ curl -s ARGS", registered tokens by name, any
+# other JWT (in a URL) cut short (short_jwts, demo/clerk.sh)
+print_command() {
+    local arg shown i
+    {
+        printf '$ curl -s'
+        for arg in "$@"; do
+            shown=$arg
+            for i in "${!REDACT_VALUES[@]}"; do
+                shown=${shown//"${REDACT_VALUES[i]}"/\$${REDACT_NAMES[i]}}
+            done
+            if [[ $shown != "$arg" ]]; then
+                printf ' "%s"' "$shown"
+            elif [[ $arg =~ ^[A-Za-z0-9_./:=-]+$ ]]; then
+                printf ' %s' "$arg"
+            else
+                printf " '%s'" "$arg"
+            fi
+        done
+        printf '\n'
+    } | short_jwts
+}
 
 # show EXPECTED-STATUS DESCRIPTION CURL-ARGS...
 # With EXPECT_IN_BODY=TEXT in its environment, the body must contain TEXT too.
 show() {
-    local expected=$1 what=$2 out status body location auth arg
+    local expected=$1 what=$2 out status body location auth
     shift 2
     out=$(mktemp)
     status=$(curl -s -o "$out" -D "$out.headers" -w '%{http_code}' "$@" || true)
-    body=$(head -c 300 "$out" | tr -d '\r')
+    body=$(head -c 600 "$out" | tr -d '\r')
     location=$(grep -i '^location:' "$out.headers" | tr -d '\r' || true)
     auth=$(grep -i '^www-authenticate:' "$out.headers" | tr -d '\r' || true)
-    printf '\n# %s\n$ curl -s' "$what"
-    for arg in "$@"; do
-        if [[ $arg =~ ^[A-Za-z0-9_./:=-]+$ ]]; then printf ' %s' "$arg"; else printf " '%s'" "$arg"; fi
-    done
-    printf '\n'
+    printf '\n# %s\n' "$what"
+    print_command "$@"
     if [[ $status == "$expected" ]]; then
         printf '  -> %s' "$status"
     else
         printf '  -> %s   (EXPECTED %s)' "$status" "$expected"
         FAILED=1
+        FAILED_STEPS+=("$what: $status, EXPECTED $expected")
     fi
     if [[ -n $location ]]; then printf '   %s' "$location"; fi
     if [[ -n $auth ]]; then printf '   %s' "$auth"; fi
@@ -235,6 +293,7 @@ show() {
     if [[ -n ${EXPECT_IN_BODY:-} ]] && ! grep -qF -- "$EXPECT_IN_BODY" "$out"; then
         printf '     (EXPECTED the body to contain %s)\n' "$EXPECT_IN_BODY"
         FAILED=1
+        FAILED_STEPS+=("$what: the body lacks $EXPECT_IN_BODY")
     fi
     rm -f "$out" "$out.headers"
 }
@@ -242,14 +301,14 @@ show() {
 demonstrate() {
     local base=http://127.0.0.1:$NGINX_PORT
     log ""
-    log "== Try it =="
+    log "== The application's own opaque sessions (seeded in Redis) =="
     show 200 "signed in: the upstream gets the identity from nginx" \
         "$base/app/dashboard" -H 'Cookie: __session=sess_demo_admin'
     show 401 "API call without a session: 401 (WWW-Authenticate: Bearer)" \
         "$base/api/orders" -H 'Accept: application/json'
     show 302 "browser navigation without a session: 302 to the sign-in page" \
         "$base/app/dashboard" -H 'Accept: text/html'
-    show 200 "bearer token on the API" \
+    show 200 "an opaque session token (no dots: looked up in Redis) as a bearer token on the API" \
         "$base/api/orders" -H 'Authorization: Bearer sess_demo_viewer'
     show 403 "signed in, but not an admin: 403" \
         "$base/admin/users" -H 'Cookie: __session=sess_demo_viewer'
@@ -270,8 +329,12 @@ demonstrate() {
 finish() {
     log ""
     log "Logs in $DEMO/: access.log (with \$session_status), error.log, syncd.log,"
-    log "postgres.log. Status: scripts/demo.sh status. Stop: make demo-stop"
+    log "postgres.log, fapi.log. Status: scripts/demo.sh status. Stop: make demo-stop"
     if [[ $FAILED -ne 0 ]]; then
+        local step
+        for step in "${FAILED_STEPS[@]}"; do
+            printf 'demo: FAILED: %s\n' "$step" >&2
+        done
         die "some answers were not the expected ones (see above and $DEMO/error.log)"
     fi
 }
@@ -294,7 +357,8 @@ start_all() {
     done
     seed
     demonstrate
-    demonstrate_webhooks
+    demonstrate_clerk
+    try_clerk_by_hand
     finish
 }
 
@@ -304,6 +368,7 @@ status_all() {
         case $s in
             redis) pid=$(pid_of redis redis-server) ;;
             upstream) pid=$(pid_of upstream upstream.py) ;;
+            fapi) pid=$(pid_of fapi frontend_api.py) ;;
             nginx) pid=$(pid_of nginx nginx) ;;
             postgres) pid=$(pg_pid) ;;
             *) pid=$(pid_of "$s" "$s") ;;
