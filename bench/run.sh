@@ -2,11 +2,14 @@
 # `make bench`: what the session check costs, against plain nginx and against
 # what users of nginx + Node.js run today. See bench/README.md.
 #
-# Four variants, each against its own nginx (one worker) on loopback:
-#   plain    location / { return 200 "ok"; }                    the limit
-#   cache    the module, session_cache_zone (shared-memory cache)
-#   nocache  the module, session_cache off (one Redis round trip a request)
-#   authreq  auth_request /auth -> Node.js + ioredis (bench/node/auth.js)
+# Seven variants, each against its own nginx (one worker) on loopback:
+#   plain        location / { return 200 "ok"; }                    the limit
+#   cache        the module, session_cache_zone (shared-memory cache)
+#   nocache      the module, session_cache off (one Redis round trip a request)
+#   authreq      auth_request /auth -> Node.js + ioredis (bench/node/auth.js)
+#   jwt_cache    Clerk RS256 session JWTs, verified claims and Redis overlay cached
+#   jwt_nocache  the same, session_cache off: verify + one Redis read a request
+#   jwt_verify   session_jwt_session off, no cache: RS256 verification alone
 #
 # Environment (all optional):
 #   BENCH_SECONDS=10      measured seconds per variant
@@ -16,15 +19,18 @@
 #   BENCH_SESSIONS=1000   sessions seeded in Redis; wrk picks one at random
 #   BENCH_ROUNDS=1        rounds over all variants; the table shows, for each
 #                         variant, its least disturbed round (least 'other' CPU)
-#   BENCH_VARIANTS="plain cache nocache authreq"
+#   BENCH_VARIANTS="plain cache nocache authreq jwt_cache jwt_nocache jwt_verify"
+#   BENCH_JWT_TOKENS=20   distinct RS256 tokens in rotation (bench/jwt/mint.py)
+#   BENCH_JWT_LIFETIME=3600  their lifetime in seconds (exp is checked per request)
 #   BENCH_STRICT=0        1: exit 1 when a target is missed
 #   BENCH_KEEP=0          1: keep the temporary directory (configs, logs)
 #   BENCH_QUIET_PCT=10    before each variant, wait until the rest of the
 #   BENCH_QUIET_WAIT=60   machine uses less than this % of one core, for at
 #                         most this many seconds (0: do not wait)
 #   NGINX_CORE=0 WRK_CORE=1
-#   REDIS_CORES= NODE_CORES=  taskset cpu lists for redis-server and node;
-#                         empty (the default): unpinned
+#   REDIS_CORES=$NGINX_CORE NODE_CORES=$NGINX_CORE  taskset cpu lists for
+#                         redis-server and node (every server process a request
+#                         touches shares nginx's core); 'none': unpinned
 #   NGINX=/usr/sbin/nginx MODULE_SO=<repo>/build/nginx/objs/ngx_session_module.so
 set -euo pipefail
 
@@ -37,15 +43,17 @@ BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-50}
 BENCH_THREADS=${BENCH_THREADS:-1}
 BENCH_SESSIONS=${BENCH_SESSIONS:-1000}
 BENCH_ROUNDS=${BENCH_ROUNDS:-1}
-BENCH_VARIANTS=${BENCH_VARIANTS:-plain cache nocache authreq}
+BENCH_VARIANTS=${BENCH_VARIANTS:-plain cache nocache authreq jwt_cache jwt_nocache jwt_verify}
+BENCH_JWT_TOKENS=${BENCH_JWT_TOKENS:-20}
+BENCH_JWT_LIFETIME=${BENCH_JWT_LIFETIME:-3600}
 BENCH_STRICT=${BENCH_STRICT:-0}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_QUIET_PCT=${BENCH_QUIET_PCT:-10}
 BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-60}
 NGINX_CORE=${NGINX_CORE:-0}
 WRK_CORE=${WRK_CORE:-1}
-REDIS_CORES=${REDIS_CORES:-}
-NODE_CORES=${NODE_CORES:-}
+REDIS_CORES=${REDIS_CORES:-$NGINX_CORE}
+NODE_CORES=${NODE_CORES:-$NGINX_CORE}
 NGINX=${NGINX:-/usr/sbin/nginx}
 MODULE_SO=${MODULE_SO:-$ROOT/build/nginx/objs/ngx_session_module.so}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
@@ -53,6 +61,7 @@ REDIS_CLI=${REDIS_CLI:-redis-cli}
 WRK=${WRK:-wrk}
 NODE=${NODE:-node}
 NPM=${NPM:-npm}
+PYTHON=${PYTHON:-python3}
 export BENCH_SESSIONS
 
 declare -A LABEL=(
@@ -60,7 +69,13 @@ declare -A LABEL=(
   [cache]="module, cache"
   [nocache]="module, no cache"
   [authreq]="auth_request + Node"
+  [jwt_cache]="JWT, cache"
+  [jwt_nocache]="JWT, no cache"
+  [jwt_verify]="JWT, verify only"
 )
+is_jwt() { [[ $1 == jwt_* ]]; }
+HAS_JWT=0
+for v in $BENCH_VARIANTS; do if is_jwt "$v"; then HAS_JWT=1; fi; done
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -78,10 +93,15 @@ for tool in "$NGINX" "$REDIS_SERVER" "$REDIS_CLI" "$WRK" "$NODE" curl taskset ge
 done
 for v in $BENCH_VARIANTS; do
   [ -n "${LABEL[$v]:-}" ] || die "unknown variant '$v' in BENCH_VARIANTS"
-  if [[ $v == cache || $v == nocache ]] && [ ! -f "$MODULE_SO" ]; then
-    die "$MODULE_SO not built (run 'make module'), or leave cache/nocache out of BENCH_VARIANTS"
+  if [[ $v == cache || $v == nocache || $v == jwt_* ]] && [ ! -f "$MODULE_SO" ]; then
+    die "$MODULE_SO not built (run 'make module'), or leave cache/nocache/jwt_* out of BENCH_VARIANTS"
   fi
 done
+if [ "$HAS_JWT" = 1 ]; then
+  "$PYTHON" -c 'import cryptography' 2>/dev/null \
+    || die "$PYTHON with the cryptography package is needed for the jwt_* variants (run 'make deps')"
+  [[ $BENCH_JWT_TOKENS =~ ^[1-9][0-9]*$ ]] || die "BENCH_JWT_TOKENS must be a positive number"
+fi
 CLK_TCK=$(getconf CLK_TCK)
 NCPU=$(nproc)
 PIN=1
@@ -89,10 +109,12 @@ if [ "$NCPU" -lt 2 ] || [ "$NGINX_CORE" -ge "$NCPU" ] || [ "$WRK_CORE" -ge "$NCP
   say "WARNING: $NCPU CPU(s): cannot pin nginx and wrk to separate cores; running unpinned"
   PIN=0
 fi
-pin() { # pin <core> <command...>
-  local core=$1; shift
-  if [ "$PIN" = 1 ]; then taskset -c "$core" "$@"; else "$@"; fi
-}
+# redis-server and node: on nginx's core unless told otherwise ('none':
+# unpinned). Arrays, not a function: the command is backgrounded, and $! must
+# be the server's pid.
+REDIS_PIN=() NODE_PIN=()
+if [ "$PIN" = 1 ] && [ "$REDIS_CORES" != none ]; then REDIS_PIN=(taskset -c "$REDIS_CORES"); fi
+if [ "$PIN" = 1 ] && [ "$NODE_CORES" != none ]; then NODE_PIN=(taskset -c "$NODE_CORES"); fi
 
 if [[ " $BENCH_VARIANTS " == *" authreq "* ]] && [ ! -d "$BENCH_DIR/node/node_modules/ioredis" ]; then
   say "installing bench/node dependencies"
@@ -194,6 +216,13 @@ wait_quiet() { # wait until the machine is (nearly) idle, at most BENCH_QUIET_WA
   done
 }
 affinity() { awk '/^Cpus_allowed_list/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+may_run_on() { # may_run_on <pid> <core>: is the core in the process's affinity?
+  local r
+  for r in $(affinity "$1" | tr , ' '); do
+    [ "$2" -ge "${r%-*}" ] && [ "$2" -le "${r#*-}" ] && return 0
+  done
+  return 1
+}
 
 wait_for() { # wait_for <what> <tries of 0.1 s> <command...>
   local what=$1 tries=$2 i; shift 2
@@ -203,7 +232,7 @@ wait_for() { # wait_for <what> <tries of 0.1 s> <command...>
 
 # --- Redis -------------------------------------------------------------------
 read -r REDIS_PORT NODE_PORT <<<"$(free_ports 2)"
-${REDIS_CORES:+taskset -c "$REDIS_CORES"} "$REDIS_SERVER" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+${REDIS_PIN[@]+"${REDIS_PIN[@]}"} "$REDIS_SERVER" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
   --daemonize no --dir "$TMP" --logfile "$TMP/redis.log" &
 REDIS_PID=$!
 wait_for "redis-server on port $REDIS_PORT" 100 "$REDIS_CLI" -p "$REDIS_PORT" ping
@@ -228,6 +257,18 @@ seed_redis() { # the sessions and users of docs/redis-contract.md, via --pipe
   [ "$keys" = $(( 2 * BENCH_SESSIONS )) ] || die "Redis holds $keys keys, expected $(( 2 * BENCH_SESSIONS ))"
 }
 seed_redis
+
+# --- JWT variants: a key, its JWKS, tokens, and their sessions in Redis ---------
+JWT_DIR=$TMP/jwt
+if [ "$HAS_JWT" = 1 ]; then
+  "$PYTHON" "$BENCH_DIR/jwt/mint.py" "$JWT_DIR" --tokens "$BENCH_JWT_TOKENS" \
+    --lifetime "$BENCH_JWT_LIFETIME" || die "bench/jwt/mint.py failed"
+  "$REDIS_CLI" -p "$REDIS_PORT" --pipe <"$JWT_DIR/redis.resp" >/dev/null || die "seeding JWT sessions failed"
+  want=$(( 2 * BENCH_SESSIONS + 2 * (BENCH_JWT_TOKENS + 1) ))   # + the revoked probe's pair
+  [ "$("$REDIS_CLI" -p "$REDIS_PORT" dbsize)" = "$want" ] || die "Redis does not hold the $want keys expected"
+  export BENCH_JWT_TOKEN_FILE=$JWT_DIR/tokens.txt
+  probe_token() { awk -v k="$1" -v f="$2" '$1 == k { print $f }' "$JWT_DIR/probes.txt"; }
+fi
 
 # --- nginx configurations ------------------------------------------------------
 affinity_mask() { # worker_cpu_affinity bitmask for core $1: 1 followed by $1 zeros
@@ -263,6 +304,26 @@ write_conf() { # write_conf <variant> <dir> <port>
       locations="location / {
             session_check on;
             session_token cookie=sessionId bearer;
+            $cache
+            $(protected_content session_user_id)
+        }" ;;
+    jwt_cache|jwt_nocache|jwt_verify)
+      load="load_module $MODULE_SO;"
+      http="session_redis 127.0.0.1:$REDIS_PORT timeout=1s;"
+      local cache="session_cache off;" mode=optional
+      if [ "$v" = jwt_cache ]; then
+        http="$http
+    session_cache_zone sessions:16m ttl=5s;"
+        cache="session_cache sessions;"
+      fi
+      [ "$v" = jwt_verify ] && mode=off
+      # token sources: the module's default, cookie __session then bearer
+      locations="location / {
+            session_check on;
+            session_jwt_keys $JWT_DIR/jwks.json;
+            session_jwt_issuer https://clerk.bench.example;
+            session_jwt_authorized_parties https://app.bench.example;
+            session_jwt_session $mode;
             $cache
             $(protected_content session_user_id)
         }" ;;
@@ -363,6 +424,21 @@ sanity() { # sanity <variant> <port>
     expect "GET /" "$(http_probe "$port")" "200 - ok"
     return
   fi
+  if is_jwt "$v"; then
+    local sub revoked_want="401 *"
+    sub=$(probe_token good 3)
+    expect "bearer JWT" "$(http_probe "$port" -H "Authorization: Bearer $(probe_token good 2)")" "200 $sub GIF*"
+    expect "JWT with a bad signature" \
+      "$(http_probe "$port" -H "Authorization: Bearer $(probe_token tampered 2)")" "401 *"
+    expect "garbage token" "$(http_probe "$port" -H 'Authorization: Bearer garbage.not.ajwt')" "401 *"
+    expect "no token" "$(http_probe "$port")" "401 *"
+    # the overlay is read: a valid token of a revoked session is refused,
+    # unless verification is all there is (session_jwt_session off)
+    [ "$v" = jwt_verify ] && revoked_want="200 $(probe_token revoked 3) GIF*"
+    expect "JWT of a revoked session" \
+      "$(http_probe "$port" -H "Authorization: Bearer $(probe_token revoked 2)")" "$revoked_want"
+    return
+  fi
   local n=$(( BENCH_SESSIONS > 1 ? 2 : 1 ))
   expect "cookie sessionId=bench_1" "$(http_probe "$port" -H 'Cookie: sessionId=bench_1')" "200 user_1 GIF*"
   expect "bearer bench_$n" "$(http_probe "$port" -H "Authorization: Bearer bench_$n")" "200 user_$n GIF*"
@@ -371,7 +447,7 @@ sanity() { # sanity <variant> <port>
 }
 
 # --- one variant ---------------------------------------------------------------
-declare -A RPS P50 P99 NGX_US NODE_US REDIS_US NGX_UTIL WRK_UTIL REQS OTHER_UTIL
+declare -A RPS P50 P99 SRV_US NGX_US NODE_US REDIS_US SRV_UTIL NGX_UTIL WRK_UTIL REQS OTHER_UTIL
 WARNINGS=()
 to_us() { # wrk's latency ("812.00us", "1.20ms", "2.00s") in microseconds
   awk -v x="$1" 'BEGIN {
@@ -380,10 +456,11 @@ to_us() { # wrk's latency ("812.00us", "1.20ms", "2.00s") in microseconds
     sub(/[a-z]+$/, "", x); printf "%.0f", x * m }'
 }
 
-run_wrk() { # run_wrk <port> <seconds> <outfile>; appends wrk's CPU time
-  local port=$1 secs=$2 out=$3
+run_wrk() { # run_wrk <variant> <port> <seconds> <outfile>; appends wrk's CPU time
+  local v=$1 port=$2 secs=$3 out=$4 script=sessions.lua
+  is_jwt "$v" && script=jwt.lua
   local cmd=("$WRK" -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"${secs}s" --latency
-             -s "$BENCH_DIR/wrk/sessions.lua" "http://127.0.0.1:$port/")
+             -s "$BENCH_DIR/wrk/$script" "http://127.0.0.1:$port/")
   [ "$PIN" = 1 ] && cmd=(taskset -c "$WRK_CORE" "${cmd[@]}")
   # In the background, so that a signal reaches our traps at once (bash runs
   # them only after a foreground command ends); `times` in the subshell
@@ -415,7 +492,7 @@ bench_variant() {
   say "$v$RTAG: nginx worker $NGX_WORKER (cpus $(affinity "$NGX_WORKER")), port $port; warm-up ${BENCH_WARMUP}s"
 
   if [ "$BENCH_WARMUP" != 0 ]; then
-    run_wrk "$port" "$BENCH_WARMUP" "$dir/warmup.txt"
+    run_wrk "$v" "$port" "$BENCH_WARMUP" "$dir/warmup.txt"
     grep -q 'Non-2xx' "$dir/warmup.txt" && { cat "$dir/warmup.txt" >&2; die "$v: non-2xx responses during warm-up"; }
   fi
 
@@ -426,11 +503,11 @@ bench_variant() {
   b0=$(busy_ticks)
   t0=$(cpu_ticks "$NGX_WORKER")
   r0=$(cpu_ticks "$REDIS_PID")
-  n0=0; [ "$v" = authreq ] && n0=$(cpu_ticks "$NODE_PID")
-  run_wrk "$port" "$BENCH_SECONDS" "$dir/wrk.txt"
+  n0=0; [ -n "$NODE_PID" ] && n0=$(cpu_ticks "$NODE_PID")   # node: once started (authreq)
+  run_wrk "$v" "$port" "$BENCH_SECONDS" "$dir/wrk.txt"
   t1=$(cpu_ticks "$NGX_WORKER")
   r1=$(cpu_ticks "$REDIS_PID")
-  n1=0; [ "$v" = authreq ] && n1=$(cpu_ticks "$NODE_PID")
+  n1=0; [ -n "$NODE_PID" ] && n1=$(cpu_ticks "$NODE_PID")
   b1=$(busy_ticks)
   w1=$(date +%s%N)
   proc_snapshot "$dir/procs.1"
@@ -452,10 +529,14 @@ bench_variant() {
   wall_s=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
   wrk_cpu=$(awk '$1 == "WRK_TIMES" { c = $2 $3; gsub(/[ms]/, " ", c); split(c, f, " "); print f[1] * 60 + f[2] + f[3] * 60 + f[4] }' "$out")
   per_req() { awk -v d="$1" -v hz="$CLK_TCK" -v n="${REQS[$v]}" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }'; }
+  util() { awk -v d="$1" -v hz="$CLK_TCK" -v w="$wall_s" 'BEGIN { printf "%.0f", 100 * d / hz / w }'; }
+  # server CPU: every server process a request touches (nginx worker, redis, node)
+  SRV_US[$v]=$(per_req $(( t1 - t0 + r1 - r0 + n1 - n0 )))
   NGX_US[$v]=$(per_req $(( t1 - t0 )))
   REDIS_US[$v]=$(per_req $(( r1 - r0 )))
-  NODE_US[$v]=$(per_req $(( n1 - n0 )))
-  NGX_UTIL[$v]=$(awk -v d=$(( t1 - t0 )) -v hz="$CLK_TCK" -v w="$wall_s" 'BEGIN { printf "%.0f", 100 * d / hz / w }')
+  NODE_US[$v]=-; [ -n "$NODE_PID" ] && NODE_US[$v]=$(per_req $(( n1 - n0 )))
+  SRV_UTIL[$v]=$(util $(( t1 - t0 + r1 - r0 + n1 - n0 )))
+  NGX_UTIL[$v]=$(util $(( t1 - t0 )))
   WRK_UTIL[$v]=$(awk -v c="$wrk_cpu" -v w="$wall_s" 'BEGIN { printf "%.0f", 100 * c / w }')
   # everything else the machine did meanwhile, in % of one core
   OTHER_UTIL[$v]=$(awk -v b=$(( b1 - b0 )) -v ours=$(( t1 - t0 + r1 - r0 + n1 - n0 )) \
@@ -482,7 +563,7 @@ bench_variant() {
 
 # --- the Node.js auth service (only for authreq) -----------------------------------
 start_node() {
-  (cd "$BENCH_DIR/node" && exec ${NODE_CORES:+taskset -c "$NODE_CORES"} "$NODE" auth.js --port "$NODE_PORT" --redis-port "$REDIS_PORT" \
+  (cd "$BENCH_DIR/node" && exec ${NODE_PIN[@]+"${NODE_PIN[@]}"} "$NODE" auth.js --port "$NODE_PORT" --redis-port "$REDIS_PORT" \
      >"$TMP/node.log" 2>&1) &
   NODE_PID=$!
   wait_for "node auth service on port $NODE_PORT" 100 \
@@ -493,8 +574,8 @@ start_node() {
 }
 
 # --- run -----------------------------------------------------------------------------
-say "redis-server pid $REDIS_PID port $REDIS_PORT, $BENCH_SESSIONS sessions seeded"
-METRICS=(RPS P50 P99 NGX_US NODE_US REDIS_US NGX_UTIL WRK_UTIL OTHER_UTIL REQS)
+say "redis-server pid $REDIS_PID port $REDIS_PORT, $BENCH_SESSIONS sessions seeded$( [ "$HAS_JWT" = 1 ] && echo " + $BENCH_JWT_TOKENS JWT sessions")"
+METRICS=(RPS P50 P99 SRV_US NGX_US REDIS_US NODE_US SRV_UTIL NGX_UTIL WRK_UTIL OTHER_UTIL REQS)
 RTAG=
 for ((ROUND = 1; ROUND <= BENCH_ROUNDS; ROUND++)); do
   [ "$BENCH_ROUNDS" -gt 1 ] && RTAG=" (round $ROUND)"
@@ -507,12 +588,15 @@ for ((ROUND = 1; ROUND <= BENCH_ROUNDS; ROUND++)); do
   done
 done
 # each variant's least disturbed round: the least CPU used by other processes
-# (the 'other' column, field 10), then the most req/s
+# (the 'other' column, field OF), then the most req/s; field RF is the round
+OF=0; for i in "${!METRICS[@]}"; do [ "${METRICS[$i]}" = OTHER_UTIL ] && OF=$(( i + 2 )); done
+RF=$(( ${#METRICS[@]} + 2 ))
 declare -A ALL_RPS SEL_ROUND
 for v in $BENCH_VARIANTS; do
-  ALL_RPS[$v]=$(awk -v v="$v" '$1 == v { printf "%s%.0f (%s%%)@%s", n++ ? "  " : "", $2, $10, $12 }' "$TMP/rounds")
+  ALL_RPS[$v]=$(awk -v v="$v" -v of="$OF" -v rf="$RF" \
+    '$1 == v { printf "%s%.0f (%s%%)@%s", n++ ? "  " : "", $2, $of, $rf }' "$TMP/rounds")
   read -r -a vals <<<"$(awk -v v="$v" '$1 == v' "$TMP/rounds" |
-    sort -k10,10n -k2,2nr | head -1)"
+    sort -k"$OF,$OF"n -k2,2nr | head -1)"
   for i in "${!METRICS[@]}"; do eval "${METRICS[$i]}[\$v]=\${vals[$((i + 1))]}"; done
   SEL_ROUND[$v]=${vals[$(( ${#METRICS[@]} + 1 ))]}
   ALL_RPS[$v]=$(sed -e "s/@${SEL_ROUND[$v]}\b/*/" -e 's/@[0-9]*//g' <<<"${ALL_RPS[$v]}")
@@ -532,13 +616,18 @@ if [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]; then REV
   echo "nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), 1 worker; redis: $("$REDIS_SERVER" --version | awk '{ print $3 }'); node: $("$NODE" --version)"
   echo "load: wrk -t$BENCH_THREADS -c$BENCH_CONNECTIONS -d${BENCH_SECONDS}s --latency (keep-alive) after ${BENCH_WARMUP}s warm-up;"
   echo "      Cookie sessionId=bench_<n>, n random in 1..$BENCH_SESSIONS (bench/wrk/sessions.lua)"
+  if [ "$HAS_JWT" = 1 ]; then
+    echo "      jwt_*: Authorization: Bearer <one of $BENCH_JWT_TOKENS Clerk-shaped RS256 tokens, 2048-bit key>, at random (bench/wrk/jwt.lua)"
+  fi
   if [ "$PIN" = 1 ]; then
-    echo "pinning: nginx master+worker core $NGINX_CORE (taskset, worker_cpu_affinity), wrk core $WRK_CORE (taskset);"
-    if [ -z "$REDIS_CORES$NODE_CORES" ]; then
-      echo "         redis-server (cpus $(affinity "$REDIS_PID")) and node${NODE_PID:+ (cpus $(affinity "$NODE_PID"))} unpinned: they share both cores"
-    else
-      echo "         redis-server cpus $(affinity "$REDIS_PID")${NODE_PID:+, node cpus $(affinity "$NODE_PID")} (REDIS_CORES/NODE_CORES)"
-    fi
+    servers="redis-server cpus $(affinity "$REDIS_PID")${NODE_PID:+, node cpus $(affinity "$NODE_PID")}"
+    echo "pinning: nginx master+worker core $NGINX_CORE (taskset, worker_cpu_affinity), $servers (REDIS_CORES/NODE_CORES); wrk core $WRK_CORE (taskset)"
+    for p in "redis-server $REDIS_PID" ${NODE_PID:+"node $NODE_PID"}; do
+      read -r pname ppid <<<"$p"
+      if may_run_on "$ppid" "$WRK_CORE"; then
+        echo "WARNING: $pname may run on wrk's core $WRK_CORE: it borrows the load generator's core, which flatters the ratios"
+      fi
+    done
   else
     echo "pinning: none ($NCPU CPU)"
   fi
@@ -549,22 +638,18 @@ if [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]; then REV
     for v in $BENCH_VARIANTS; do printf '  %-26s %s\n' "${LABEL[$v]}" "${ALL_RPS[$v]}"; done
   fi
   echo
-  printf '%-26s %9s %7s %8s %8s %8s %8s %8s %8s %6s %5s %6s\n' \
-    variant 'req/s' ratio p50 p99 'nginx' 'node' 'ngx+node' 'redis' 'nginx' 'wrk' 'other'
-  printf '%-26s %9s %7s %8s %8s %8s %8s %8s %8s %6s %5s %6s\n' \
-    '' '' 'x plain' '' '' 'us/req' 'us/req' 'us/req' 'us/req' 'CPU%' 'CPU%' 'CPU%'
+  row() { printf '%-24s %7s %6s %8s %8s | %6s %6s %6s %6s | %6s %6s %5s %6s\n' "$@"; }
+  row variant 'req/s' ratio p50 p99 server nginx redis node server nginx wrk other
+  row '' '' xplain '' '' 'us/req' 'us/req' 'us/req' 'us/req' 'CPU%' 'CPU%' 'CPU%' 'CPU%'
   for v in $BENCH_VARIANTS; do
-    node_us=-; sum_us=${NGX_US[$v]}
-    if [ "$v" = authreq ]; then
-      node_us=${NODE_US[$v]}
-      sum_us=$(awk -v a="${NGX_US[$v]}" -v b="${NODE_US[$v]}" 'BEGIN { printf "%.2f", a + b }')
-    fi
     r=-; [ -n "${RPS[plain]:-}" ] && r=$(ratio "${RPS[$v]}" "${RPS[plain]}")
-    printf '%-26s %9.0f %7s %8s %8s %8s %8s %8s %8s %6s %5s %6s\n' "${LABEL[$v]}" "${RPS[$v]}" "$r" \
-      "$(ms "${P50[$v]}")" "$(ms "${P99[$v]}")" "${NGX_US[$v]}" "$node_us" "$sum_us" \
-      "${REDIS_US[$v]}" "${NGX_UTIL[$v]}%" "${WRK_UTIL[$v]}%" "${OTHER_UTIL[$v]}%"
+    row "${LABEL[$v]}" "$(printf '%.0f' "${RPS[$v]}")" "$r" \
+      "$(ms "${P50[$v]}")" "$(ms "${P99[$v]}")" "${SRV_US[$v]}" "${NGX_US[$v]}" \
+      "${REDIS_US[$v]}" "${NODE_US[$v]}" "${SRV_UTIL[$v]}%" "${NGX_UTIL[$v]}%" \
+      "${WRK_UTIL[$v]}%" "${OTHER_UTIL[$v]}%"
   done
-  echo "(CPU% columns: % of one core over the run; 'other' is everything else the machine ran)"
+  echo "(server us/req: CPU of nginx worker + redis-server + node (once started) per request, the"
+  echo " breakdown follows; CPU% columns: % of one core over the run; 'other': everything else the machine ran)"
   # disturbance warnings for the rounds shown; crashes and alerts from any round
   for w in "${WARNINGS[@]+"${WARNINGS[@]}"}"; do
     read -r wv wr wtext <<<"$w"
@@ -588,6 +673,16 @@ if [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]; then REV
   if has nocache && has authreq; then
     target "module without cache >= 3x auth_request" "$(ratio "${RPS[nocache]}" "${RPS[authreq]}")" 3
   else echo "  module without cache >= 3x auth_request      not measured"; fi
+  if has jwt_cache && has plain; then
+    target "JWT with cache       >= 0.85x plain" "$(ratio "${RPS[jwt_cache]}" "${RPS[plain]}")" 0.85
+  else echo "  JWT with cache       >= 0.85x plain          not measured"; fi
+  if has jwt_verify && has plain; then
+    target "JWT verify only      >= 0.25x plain" "$(ratio "${RPS[jwt_verify]}" "${RPS[plain]}")" 0.25
+  else echo "  JWT verify only      >= 0.25x plain          not measured"; fi
+  if has jwt_nocache && has plain; then
+    printf '  %-44s %7s  %s\n' "JWT without cache (verify + Redis)" \
+      "$(ratio "${RPS[jwt_nocache]}" "${RPS[plain]}")x" "(no target)"
+  fi
   echo "$MISSED" >"$TMP/missed"
 } >"$REPORT"
 
