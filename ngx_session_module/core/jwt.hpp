@@ -80,6 +80,10 @@ std::string_view jwt_error_name(JwtError error) noexcept;
 // a token is verified as a JWT; anything else is an opaque session id.
 bool looks_like_jwt(std::string_view token) noexcept;
 
+// Exactly two dots (memchr, vectorised): what a token must have to be worth
+// a cache lookup as a JWT before looks_like_jwt has scanned it.
+bool has_two_dots(std::string_view token) noexcept;
+
 // base64url without padding (RFC 7515 section 2); padding '=' is refused.
 // False on any character outside the alphabet or an impossible length.
 bool base64url_decode(std::string_view in, std::string& out);

@@ -96,8 +96,11 @@ bool token_digest(const std::array<unsigned char, 32>& verifier, std::string_vie
     // One context per process, reused: workers are single-threaded.
     static const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
                                                                              EVP_MD_CTX_free);
+    // Fetched once: EVP_sha256() would be fetched again (under a lock) on
+    // every init.
+    static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
     unsigned int len = 0;
-    return ctx && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1 &&
+    return ctx && sha256 != nullptr && EVP_DigestInit_ex(ctx.get(), sha256, nullptr) == 1 &&
            EVP_DigestUpdate(ctx.get(), verifier.data(), verifier.size()) == 1 &&
            EVP_DigestUpdate(ctx.get(), token.data(), token.size()) == 1 &&
            EVP_DigestFinal_ex(ctx.get(), out.data(), &len) == 1 && len == out.size();

@@ -53,9 +53,9 @@ struct OrgPolicy {
 bool org_policy_allows(const SessionClaims& claims, const OrgPolicy& policy) noexcept;
 
 // The cache key of a verified token: SHA-256 over the verifier's
-// fingerprint (its keys and role claim) and the token, so that the token is
-// never stored and a verdict is reused only by the same verifier. False
-// (do not cache) if OpenSSL fails.
+// fingerprint (its keys and role claim) and the token's signature segment
+// (see jwt_access.cpp), so that the token is never stored and a verdict is
+// reused only by the same verifier. False (do not cache) if OpenSSL fails.
 bool token_digest(const std::array<unsigned char, 32>& verifier, std::string_view token,
                   std::array<unsigned char, 32>& out) noexcept;
 

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstddef>
+#include <cstring>
 
 namespace session::core {
 namespace {
@@ -80,18 +81,21 @@ std::optional<std::string_view> parse_bearer(std::string_view authorization) noe
 
     const std::string_view token = trim_blanks(rest);
     if (token.empty()) return std::nullopt;
-    for (char c : token) {
-        if (is_blank(c)) return std::nullopt;
+    // memchr is vectorised: a Clerk token is over a kilobyte.
+    if (std::memchr(token.data(), ' ', token.size()) != nullptr ||
+        std::memchr(token.data(), '\t', token.size()) != nullptr) {
+        return std::nullopt;
     }
     return token;
 }
 
 bool is_valid_token(std::string_view token) noexcept {
     if (token.empty() || token.size() > kMaxTokenLength) return false;
-    for (char c : token) {
-        if (!kTokenCharset[static_cast<unsigned char>(c)]) return false;
-    }
-    return true;
+    // No early exit: a branch-free loop over the whole token is faster for
+    // the valid tokens that are the common case.
+    bool valid = true;
+    for (char c : token) valid &= kTokenCharset[static_cast<unsigned char>(c)];
+    return valid;
 }
 
 }  // namespace session::core

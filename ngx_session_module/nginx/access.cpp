@@ -408,11 +408,17 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
         }
         return conclude(r, ctx, Outcome::missing);
     }
+    if (lcf->jwt.keys != nullptr && token->size() <= core::kMaxTokenLength &&
+        core::has_two_dots(*token)) {
+        bool not_jwt = false;
+        ngx_int_t rc = jwt_check(r, ctx, lcf, *token, source == TokenSourceKind::cookie, &not_jwt);
+        if (!not_jwt) {
+            return rc;
+        }
+        ctx->jwt = false;  // two dots, but not base64url: an opaque token
+    }
     if (!core::is_valid_token(*token)) {
         return conclude(r, ctx, Outcome::invalid);
-    }
-    if (lcf->jwt.keys != nullptr && core::looks_like_jwt(*token)) {
-        return jwt_check(r, ctx, lcf, *token, source == TokenSourceKind::cookie);
     }
     ctx->token = copy_to_pool(r->pool, *token);
     ctx->session_key = build_session_key(r, *token);

@@ -150,6 +150,12 @@ void store_locked(CacheZone* z, std::uint32_t hash, std::string_view token,
 }
 
 std::uint32_t hash_of(std::string_view token) noexcept {
+    if (token.size() == 33 && token.front() == kClaimsKeyTag) {
+        // Already a SHA-256 digest: its first bytes are as good a hash.
+        std::uint32_t hash;
+        ngx_memcpy(&hash, token.data() + 1, sizeof(hash));
+        return hash;
+    }
     return ngx_crc32_short(reinterpret_cast<u_char*>(const_cast<char*>(token.data())),
                            token.size());
 }

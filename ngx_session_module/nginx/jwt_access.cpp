@@ -81,10 +81,18 @@ struct ClaimsKey {
     }
 };
 
+// Keyed by the digest of the token's signature segment, not of the whole
+// token (a quarter of the bytes to hash, on every request): an RS*
+// signature is a deterministic function of the signed header and payload,
+// and an entry is only written for a token whose signature verified, so a
+// token that finds the entry either is that token or carries its signature,
+// and then gets exactly the claims that signature vouches for (the policy
+// and the clock are checked again on every use).
 ClaimsKey claims_key(const LocConf* lcf, std::string_view token) noexcept {
     ClaimsKey key;
     std::array<unsigned char, 32> digest;
-    if (lcf->cache_zone != nullptr && core::token_digest(lcf->jwt.verifier, token, digest)) {
+    std::string_view signature = token.substr(token.rfind('.') + 1);
+    if (lcf->cache_zone != nullptr && core::token_digest(lcf->jwt.verifier, signature, digest)) {
         key.bytes[0] = static_cast<u_char>(kClaimsKeyTag);
         ngx_memcpy(key.bytes + 1, digest.data(), digest.size());
         key.usable = true;
@@ -95,7 +103,8 @@ ClaimsKey claims_key(const LocConf* lcf, std::string_view token) noexcept {
 // The claims of `token` into ctx: from the cache, or verified now
 // (`*verified_now`; the signature is what costs).
 JwtError obtain_claims(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lcf,
-                       std::string_view token, const ClaimsKey& key, bool* verified_now) noexcept {
+                       std::string_view token, const ClaimsKey& key, bool* verified_now,
+                       bool* not_jwt) noexcept {
     *verified_now = false;
     if (key.usable) {
         CacheRead cached = cache_get(lcf->cache_zone, key.view(), r->pool);
@@ -105,6 +114,10 @@ JwtError obtain_claims(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lc
             ctx->claims_flat_len = cached.flat_len;
             return JwtError::none;
         }
+    }
+    if (!core::looks_like_jwt(token)) {
+        *not_jwt = true;
+        return JwtError::malformed;
     }
     // Reused: one worker verifies one token at a time, and the pool copy
     // below is what the request keeps.
@@ -222,11 +235,14 @@ ngx_int_t read_overlay(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lc
 }  // namespace
 
 ngx_int_t jwt_check(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lcf,
-                    std::string_view token, bool from_cookie) noexcept {
+                    std::string_view token, bool from_cookie, bool* not_jwt) noexcept {
     ctx->jwt = true;
     ClaimsKey key = claims_key(lcf, token);
     bool verified_now = false;
-    JwtError error = obtain_claims(r, ctx, lcf, token, key, &verified_now);
+    JwtError error = obtain_claims(r, ctx, lcf, token, key, &verified_now, not_jwt);
+    if (*not_jwt) {
+        return NGX_DECLINED;
+    }
     if (error != JwtError::none) {
         return refuse(r, ctx, lcf, error, from_cookie, nullptr);
     }

@@ -203,6 +203,20 @@ def test_opaque_token_keeps_the_redis_lookup(nginx, rds, r, keys):
     assert rds.calls("evalsha", "eval") == 1, rds.calls("evalsha", "eval")
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_two_dots_outside_base64url_is_an_opaque_token(nginx, rds, r, keys, cache):
+    # Three parts, but '+' and '~' are not base64url: not the shape of a
+    # JWT, so the session id it is gets the opaque lookup, cache or not.
+    seed_session(r, "app+1.x~y.z", "user_o")
+    zone = "session_cache_zone zone1:1m;\n" if cache else ""
+    where = "session_cache zone1;" if cache else ""
+    n = start(nginx, rds, keys, locations=(("/app/", where),), http=zone)
+    resp = n.get("/app/", headers=session_cookie("app+1.x~y.z"))
+    assert resp.status == 200, T.redact(resp)
+    assert resp.upstream_header("X-Session-Id") == "app+1.x~y.z"
+    assert rds.calls("evalsha", "eval") == 1, rds.calls("evalsha", "eval")
+
+
 def test_token_of_4096_characters(nginx, rds, r, key, keys):
     def sized(extra):
         return tok(key, blob="x" * extra)

@@ -8,6 +8,7 @@ PYTEST_DONT_REWRITE: pytest's assertion introspection would print the
 tokens these tests send and receive; every assertion here carries its own
 message, with tokens replaced by their digest (tokens.redact)."""
 
+import json
 import os
 import re
 import sys
@@ -373,6 +374,26 @@ def test_cache_is_keyed_by_the_token_not_the_session(nginx, rds, r, upstream, ke
     expect(n.get("/app/", headers=session_cookie(tok(key, "user_k", "sess_k"))), 200)
     assert len(upstream.requests) == 2, T.redact(upstream.requests)
     assert_not_logged(n, forged)
+
+
+def test_a_cached_signature_vouches_only_for_its_own_claims(nginx, rds, r, upstream, key, keys):
+    # The claims cache is keyed by the signature: a token that reuses a
+    # cached token's signature under another payload gets the claims that
+    # signature vouches for (the cached token's), never its own payload's.
+    seed_session(r, "sess_s1", "user_s1")
+    n = cached(nginx, rds, keys)
+    good = tok(key, "user_s1", "sess_s1")
+    expect(n.get("/app/", headers=session_cookie(good)), 200)
+    header, _, signature = good.split(".")
+    payload = T.b64u(json.dumps(T.session_claims("user_admin", "sess_admin", ISS, azp=AZP)).encode())
+    spliced = "%s.%s.%s" % (header, payload, signature)
+    resp = expect(n.get("/app/", headers=session_cookie(spliced)), 200)
+    assert resp.upstream_header("X-User-Id") == "user_s1", T.redact(resp)
+    assert resp.upstream_header("X-Session-Id") == "sess_s1", T.redact(resp)
+    # without the cache, the same splice is what it is: a bad signature
+    m = start(nginx, rds.address(), keys)
+    expect(m.get("/app/", headers=session_cookie(spliced)), 401)
+    assert m.last_session_status() == "invalid", T.redact(m.session_log()[-3:])
 
 
 def test_cached_claims_still_meet_each_locations_policy(nginx, rds, key, keys):

@@ -1,11 +1,13 @@
 #include "core/jwt.hpp"
 
 #include <gtest/gtest.h>
+
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <cctype>
 
 #include <algorithm>
 #include <memory>
@@ -743,6 +745,28 @@ TEST_F(JwtTest, RoleClaimNestedAndTopLevel) {
 
 // ---- Scalars
 
+// The control-character check reads eight bytes at a time: every position
+// within a word and in the tail, every control byte, next to UTF-8 bytes.
+TEST_F(JwtTest, ControlCharactersAtEveryPositionAreLeftOut) {
+    const std::string filler = "caf\\u00e9 ok \\u00ff\\u0080 abcdefghij";  // JSON escapes
+    for (int control : {0x00, 0x01, 0x09, 0x0a, 0x0d, 0x1f, 0x7f}) {
+        for (std::size_t at = 0; at < 19; ++at) {
+            char escape[8];
+            std::snprintf(escape, sizeof(escape), "\\u%04x", control);
+            std::string value = std::string(at, 'x') + escape + "y";
+            const SessionClaims claims =
+                claims_of(payload_json(R"(,"ctl":")" + value + R"(","plain":")" + filler + R"(")"));
+            std::string_view out;
+            EXPECT_FALSE(claims.find_scalar("ctl", out)) << control << " at " << at;
+            EXPECT_TRUE(claims.find_scalar("plain", out)) << control << " at " << at;
+        }
+    }
+    // Neither space (0x20) nor tilde (0x7e) nor bytes >= 0x80 are control bytes.
+    const SessionClaims claims = claims_of(payload_json(R"(,"edge":" ~\u0080\u00ff  ~~~~~~~~")"));
+    std::string_view out;
+    EXPECT_TRUE(claims.find_scalar("edge", out));
+}
+
 TEST_F(JwtTest, Scalars) {
     const SessionClaims claims = claims_of(payload_json(
         R"(,"plan":"pro","count":42,"ratio":1.5,"big":1e3,"neg":-7,"huge":18446744073709551615,)"
@@ -872,6 +896,26 @@ TEST(JwtHelpers, LooksLikeJwt) {
     EXPECT_FALSE(looks_like_jwt("a.b.c="));
     EXPECT_FALSE(looks_like_jwt("a+b.c.d"));
     EXPECT_FALSE(looks_like_jwt(""));
+    // Every byte outside base64url, at the start, middle and end of a part.
+    for (int c = 0; c < 256; ++c) {
+        const bool base64url = std::isalnum(c) || c == '-' || c == '_';
+        if (c == '.' || base64url) continue;
+        const std::string bad(1, static_cast<char>(c));
+        EXPECT_FALSE(looks_like_jwt(bad + "a.b.c")) << c;
+        EXPECT_FALSE(looks_like_jwt("a.b" + bad + "b.c")) << c;
+        EXPECT_FALSE(looks_like_jwt("a.b.c" + bad)) << c;
+    }
+}
+
+TEST(JwtHelpers, HasTwoDots) {
+    EXPECT_TRUE(has_two_dots("a.b.c"));
+    EXPECT_TRUE(has_two_dots(".."));  // the cheap pre-check: shape comes later
+    EXPECT_TRUE(has_two_dots("a+b.c~d.e"));
+    EXPECT_FALSE(has_two_dots(""));
+    EXPECT_FALSE(has_two_dots("sess_123"));
+    EXPECT_FALSE(has_two_dots("a.b"));
+    EXPECT_FALSE(has_two_dots("a.b.c.d"));
+    EXPECT_FALSE(has_two_dots("..."));
 }
 
 TEST(JwtHelpers, Base64urlDecode) {
