@@ -455,6 +455,20 @@ void cache_remove(ngx_shm_zone_t* zone, std::string_view token) noexcept {
     ngx_shmtx_unlock(&z->shpool->mutex);
 }
 
+void cache_expire_all(ngx_shm_zone_t* zone) noexcept {
+    auto* z = static_cast<CacheZone*>(zone->data);
+    ngx_msec_t now = ngx_current_msec;
+    ngx_shmtx_lock(&z->shpool->mutex);
+    // A lookup in flight may hold an answer older than what was missed.
+    ++z->sh->generation;
+    for (ngx_queue_t* q = ngx_queue_head(&z->sh->lru); q != ngx_queue_sentinel(&z->sh->lru);
+         q = ngx_queue_next(q)) {
+        Entry* e = ngx_queue_data(q, Entry, lru);
+        if (!msec_reached(now, e->fresh_until)) e->fresh_until = now;
+    }
+    ngx_shmtx_unlock(&z->shpool->mutex);
+}
+
 void cache_remove_user(ngx_shm_zone_t* zone, std::string_view user_id) noexcept {
     auto* z = static_cast<CacheZone*>(zone->data);
     ngx_shmtx_lock(&z->shpool->mutex);

@@ -66,6 +66,12 @@ void cache_put_for(ngx_shm_zone_t* zone, std::string_view key, const unsigned ch
 // token's and the JWT overlay's.
 void cache_remove(ngx_shm_zone_t* zone, std::string_view token) noexcept;
 
+// Revocations may have been missed (the subscriber's connection was lost):
+// every entry stored until now is no longer fresh. Each may still serve as
+// `stale` (within stale=) while Redis cannot answer; the next lookup that
+// Redis answers replaces it.
+void cache_expire_all(ngx_shm_zone_t* zone) noexcept;
+
 // Drops every entry of one user (banned, deleted, roles changed). Walks the
 // whole zone under its lock: fine for rare events, not for the request path.
 void cache_remove_user(ngx_shm_zone_t* zone, std::string_view user_id) noexcept;
