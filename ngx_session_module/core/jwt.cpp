@@ -1,5 +1,7 @@
-// Session and handshake token verification (see jwt.hpp), and the flat form
-// of a verified token's claims that the cache and the request pool hold.
+// Session and handshake token verification (see jwt.hpp): decoding,
+// the header's checks, the key and the signature, and the claims every
+// session token must carry. The rest of the claims: clerk_claims.cpp; their
+// flat form, which the cache and the request pool hold: jwt_flat.cpp.
 //
 // Runs per request when the cache is off, so the hot path allocates nothing
 // in the steady state: the JSON parsers, the decode buffers and the digest
@@ -11,41 +13,22 @@
 #include <openssl/rsa.h>
 #include <simdjson.h>
 
-#include <algorithm>
-#include <charconv>
 #include <climits>
-#include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <optional>
+
+#include "core/clerk_claims.hpp"
+#include "core/jwt_flat.hpp"
+#include "core/jwt_json.hpp"
+#include "core/jwt_text.hpp"
 
 namespace session::core {
 namespace {
 
-using simdjson::dom::array;
-using simdjson::dom::element;
-using simdjson::dom::element_type;
-using simdjson::dom::object;
-
-// 9999-12-31T23:59:59Z: a time claim beyond it is not a time. Keeps
-// exp + leeway far from overflow.
-constexpr std::int64_t kMaxTimestamp = 253402300799;
+using namespace jwt_detail;
 
 // Base64url text that decodes to at most kMaxJwtPartLength bytes.
 constexpr std::size_t kMaxEncodedPartLength = (kMaxJwtPartLength * 4 + 2) / 3;
-
-// org_permissions can expand (a few bytes of `fpm` name many permissions):
-// words past this many bytes are left out (fewer permissions, never more).
-constexpr std::size_t kMaxPermissionsLength = 4 * kMaxJwtPartLength;
-
-// The flat claims: "JWC1", a flags byte, exp, nbf, iat (8 bytes each,
-// little-endian two's complement), then kFlatStringCount strings as a 4-byte
-// little-endian length and the bytes. Nothing may follow.
-constexpr char kFlatMagic[4] = {'J', 'W', 'C', '1'};
-constexpr unsigned char kFlagHasNbf = 1;
-constexpr unsigned char kFlagHasIat = 2;
-constexpr std::size_t kFlatFixedLength = sizeof(kFlatMagic) + 1 + 3 * 8;
-constexpr std::size_t kFlatStringCount = 12;
 
 struct MdCtxFree {
     void operator()(EVP_MD_CTX* p) const noexcept { EVP_MD_CTX_free(p); }
@@ -72,19 +55,13 @@ struct Workspace {
     std::string header;      // decoded parts; the JSON ones followed by
     std::string payload;     // SIMDJSON_PADDING bytes for simdjson
     std::string signature;
-    std::string scalars;
-    std::string roles;
-    std::string org_role;
-    std::string org_permissions;
-    std::string binary;  // scratch for the fpm bit strings
+    ClaimsScratch claims;  // what the claims are built in
     // Two parsers: the header's fields stay valid while the payload is read.
     simdjson::dom::parser header_parser;
     simdjson::dom::parser payload_parser;
     std::unique_ptr<EVP_MD_CTX, MdCtxFree> md_ctx;
     std::array<Verifier, kVerifierSlots> verifiers;
     std::size_t next_verifier = 0;  // round-robin replacement
-    std::vector<std::string_view> permission_names;
-    std::string permission;
 
     Workspace() : md_ctx(EVP_MD_CTX_new()) {
         // Sized once for the largest part: no reallocation per request.
@@ -97,52 +74,6 @@ struct Workspace {
 Workspace& workspace() {
     thread_local Workspace instance;
     return instance;
-}
-
-// Eight bytes at a time (every cached verdict is checked again when read):
-// a byte below 0x20, or one equal to 0x7f, sets its high bit in `found`.
-// For the bytes that matter the borrow trick is exact: a set high bit marks
-// the first such byte, and any is enough.
-bool has_control_character(std::string_view text) noexcept {
-    constexpr std::uint64_t kOnes = 0x0101010101010101ull;
-    constexpr std::uint64_t kHighs = 0x8080808080808080ull;
-    std::size_t i = 0;
-    for (; i + 8 <= text.size(); i += 8) {
-        std::uint64_t word;
-        std::memcpy(&word, text.data() + i, sizeof(word));
-        const std::uint64_t below_space = (word - 0x20 * kOnes) & ~word & kHighs;
-        const std::uint64_t del = word ^ (0x7f * kOnes);
-        const std::uint64_t is_del = (del - kOnes) & ~del & kHighs;
-        if ((below_space | is_del) != 0) return true;
-    }
-    for (; i < text.size(); ++i) {
-        const auto c = static_cast<unsigned char>(text[i]);
-        if (c < 0x20 || c == 0x7f) return true;
-    }
-    return false;
-}
-
-// A word of a space-separated list: non-empty, no space, no control.
-bool is_list_word(std::string_view text) noexcept {
-    return !text.empty() && text.find(' ') == std::string_view::npos &&
-           !has_control_character(text);
-}
-
-void append_word(std::string& list, std::string_view word, std::size_t limit) {
-    if (!is_list_word(word)) return;
-    if (list.size() + 1 + word.size() > limit) return;
-    if (!list.empty()) list.push_back(' ');
-    list.append(word);
-}
-
-bool is_claim_name(std::string_view name) noexcept {
-    if (name.empty() || name.size() > 255) return false;
-    for (unsigned char c : name) {
-        const bool ok =
-            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
-        if (!ok) return false;
-    }
-    return true;
 }
 
 // base64url character -> base64 character, 0 for anything else.
@@ -185,359 +116,6 @@ std::size_t decode_into(std::string_view in, std::string& translated, std::strin
     return length;
 }
 
-// Every member name of `obj` differs from the others. JSON.parse keeps the
-// last duplicate, simdjson finds the first: refusing them (RFC 7515 5.2
-// allows it) means no claim can mean two things.
-bool has_unique_names(object obj) noexcept {
-    std::string_view seen[64];
-    std::size_t count = 0;
-    for (auto field : obj) {
-        if (count == 64) {
-            // Rare (tokens carry a dozen claims): compare with every other.
-            std::size_t occurrences = 0;
-            for (auto other : obj) occurrences += other.key == field.key;
-            if (occurrences > 1) return false;
-            continue;
-        }
-        for (std::size_t i = 0; i < count; ++i) {
-            if (seen[i] == field.key) return false;
-        }
-        seen[count++] = field.key;
-    }
-    return true;
-}
-
-enum class Member { absent, found, duplicate };
-
-Member find_member(object obj, std::string_view name, element& out) noexcept {
-    Member result = Member::absent;
-    for (auto field : obj) {
-        if (field.key != name) continue;
-        if (result == Member::found) return Member::duplicate;
-        out = field.value;
-        result = Member::found;
-    }
-    return result;
-}
-
-bool get_string(const std::optional<element>& value, std::string_view& out) noexcept {
-    return value && value->get(out) == simdjson::SUCCESS;
-}
-
-// A string claim that may reach a header: empty unless a string free of
-// control characters.
-std::string_view header_safe_string(const std::optional<element>& value) noexcept {
-    std::string_view text;
-    if (!get_string(value, text) || has_control_character(text)) return {};
-    return text;
-}
-
-// exp / nbf / iat: a number of seconds; a fraction is dropped (floor).
-bool read_time(element value, std::int64_t& out) noexcept {
-    switch (value.type()) {
-        case element_type::INT64: {
-            std::int64_t seconds = 0;
-            if (value.get(seconds) != simdjson::SUCCESS) return false;
-            out = seconds;
-            break;
-        }
-        case element_type::DOUBLE: {
-            double seconds = 0;
-            if (value.get(seconds) != simdjson::SUCCESS || !std::isfinite(seconds)) return false;
-            seconds = std::floor(seconds);
-            if (seconds < 0 || seconds > static_cast<double>(kMaxTimestamp)) return false;
-            out = static_cast<std::int64_t>(seconds);
-            break;
-        }
-        default:  // UINT64 is above INT64_MAX: absurd as well
-            return false;
-    }
-    return out >= 0 && out <= kMaxTimestamp;
-}
-
-// A JSON number as text: integers in decimal, other numbers in the
-// shortest form that reads back as the same double (1.5, 1e+21).
-std::string_view format_number(element value, char (&buffer)[32]) noexcept {
-    std::to_chars_result result{buffer, std::errc()};
-    switch (value.type()) {
-        case element_type::INT64: {
-            std::int64_t number = 0;
-            if (value.get(number) != simdjson::SUCCESS) return {};
-            result = std::to_chars(buffer, buffer + sizeof(buffer), number);
-            break;
-        }
-        case element_type::UINT64: {
-            std::uint64_t number = 0;
-            if (value.get(number) != simdjson::SUCCESS) return {};
-            result = std::to_chars(buffer, buffer + sizeof(buffer), number);
-            break;
-        }
-        default: {
-            double number = 0;
-            if (value.get(number) != simdjson::SUCCESS) return {};
-            result = std::to_chars(buffer, buffer + sizeof(buffer), number);
-            break;
-        }
-    }
-    if (result.ec != std::errc()) return {};
-    return std::string_view(buffer, static_cast<std::size_t>(result.ptr - buffer));
-}
-
-void put_u32(std::string& out, std::uint32_t value) {
-    const char bytes[4] = {static_cast<char>(value), static_cast<char>(value >> 8),
-                           static_cast<char>(value >> 16), static_cast<char>(value >> 24)};
-    out.append(bytes, 4);
-}
-
-void put_i64(std::string& out, std::int64_t signed_value) {
-    const auto value = static_cast<std::uint64_t>(signed_value);
-    char bytes[8];
-    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(value >> (8 * i));
-    out.append(bytes, 8);
-}
-
-std::uint32_t get_u32(const unsigned char* in) noexcept {
-    return static_cast<std::uint32_t>(in[0]) | (static_cast<std::uint32_t>(in[1]) << 8) |
-           (static_cast<std::uint32_t>(in[2]) << 16) | (static_cast<std::uint32_t>(in[3]) << 24);
-}
-
-std::int64_t get_i64(const unsigned char* in) noexcept {
-    std::uint64_t value = 0;
-    for (int i = 7; i >= 0; --i) value = (value << 8) | in[i];
-    return static_cast<std::int64_t>(value);
-}
-
-void put_string(std::string& out, std::string_view text) {
-    put_u32(out, static_cast<std::uint32_t>(text.size()));
-    out.append(text);
-}
-
-// Scalars blob entry: 1-byte name length, name, 4-byte value length, value.
-void put_scalar(std::string& out, std::string_view name, std::string_view value) {
-    out.push_back(static_cast<char>(name.size()));
-    out.append(name);
-    put_string(out, value);
-}
-
-void collect_scalar(std::string& out, std::string_view name, element value) {
-    if (!is_claim_name(name)) return;
-    switch (value.type()) {
-        case element_type::STRING: {
-            std::string_view text;
-            if (value.get(text) == simdjson::SUCCESS && !has_control_character(text)) {
-                put_scalar(out, name, text);
-            }
-            break;
-        }
-        case element_type::INT64:
-        case element_type::UINT64:
-        case element_type::DOUBLE: {
-            char buffer[32];
-            const std::string_view text = format_number(value, buffer);
-            if (!text.empty()) put_scalar(out, name, text);
-            break;
-        }
-        case element_type::BOOL: {
-            bool flag = false;
-            if (value.get(flag) != simdjson::SUCCESS) break;
-            put_scalar(out, name, flag ? "true" : "false");
-            break;
-        }
-        default:
-            break;  // objects, arrays, null
-    }
-}
-
-// ---- Clerk's organization claims (packages/shared/src/jwtPayloadParser.ts
-// and splitByScope in authorization.ts), reproduced with their JavaScript
-// semantics: String.prototype.trim, Number.parseInt, Number#toString(2),
-// padStart, and `${undefined}` for a missing piece.
-
-// The bytes of the UTF-8 whitespace JavaScript's trim() removes.
-std::size_t js_space_prefix(std::string_view text) noexcept {
-    if (text.empty()) return 0;
-    const auto c = static_cast<unsigned char>(text[0]);
-    if (c == ' ' || (c >= '\t' && c <= '\r')) return 1;
-    const auto starts = [&](std::string_view sequence) {
-        return text.substr(0, sequence.size()) == sequence;
-    };
-    if (starts("\xC2\xA0")) return 2;                                // U+00A0
-    if (starts("\xEF\xBB\xBF") || starts("\xE1\x9A\x80")) return 3;  // U+FEFF, U+1680
-    if (starts("\xE2\x80\xA8") || starts("\xE2\x80\xA9")) return 3;  // U+2028/9
-    if (starts("\xE2\x80\xAF") || starts("\xE2\x81\x9F")) return 3;  // U+202F, U+205F
-    if (starts("\xE3\x80\x80")) return 3;                            // U+3000
-    if (text.size() >= 3 && c == 0xE2 && static_cast<unsigned char>(text[1]) == 0x80 &&
-        static_cast<unsigned char>(text[2]) >= 0x80 &&
-        static_cast<unsigned char>(text[2]) <= 0x8A) {
-        return 3;  // U+2000..U+200A
-    }
-    return 0;
-}
-
-std::size_t js_space_suffix(std::string_view text) noexcept {
-    for (std::size_t length = 1; length <= 3 && length <= text.size(); ++length) {
-        const std::string_view tail = text.substr(text.size() - length);
-        if (js_space_prefix(tail) == length) return length;
-    }
-    return 0;
-}
-
-std::string_view js_trim(std::string_view text) noexcept {
-    while (const std::size_t n = js_space_prefix(text)) text.remove_prefix(n);
-    while (const std::size_t n = js_space_suffix(text)) text.remove_suffix(n);
-    return text;
-}
-
-// JavaScript's split(separator)[index], or nullopt for undefined.
-std::optional<std::string_view> js_split_at(std::string_view text, char separator,
-                                            std::size_t index) noexcept {
-    for (std::size_t i = 0; i < index; ++i) {
-        const std::size_t at = text.find(separator);
-        if (at == std::string_view::npos) return std::nullopt;
-        text.remove_prefix(at + 1);
-    }
-    return text.substr(0, text.find(separator));
-}
-
-// Number.parseInt(text, 10): NaN when no digit follows the optional sign.
-double js_parse_int(std::string_view text) {
-    text = js_trim(text);
-    bool negative = false;
-    if (!text.empty() && (text[0] == '+' || text[0] == '-')) {
-        negative = text[0] == '-';
-        text.remove_prefix(1);
-    }
-    std::size_t digits = 0;
-    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-    if (digits == 0) return std::nan("");
-    // from_chars rounds correctly, as V8 does for radix 10; out of range is
-    // Infinity, as in JavaScript.
-    double magnitude = 0;
-    const auto result = std::from_chars(text.data(), text.data() + digits, magnitude);
-    if (result.ec == std::errc::result_out_of_range) {
-        magnitude = HUGE_VAL;
-    }
-    return negative ? -magnitude : magnitude;
-}
-
-// Number#toString(2) of an integral double (or NaN, +-Infinity).
-void js_to_binary(double value, std::string& out) {
-    out.clear();
-    if (std::isnan(value)) {
-        out = "NaN";
-        return;
-    }
-    if (value < 0) {
-        out.push_back('-');
-        value = -value;
-    }
-    if (std::isinf(value)) {
-        out += "Infinity";
-        return;
-    }
-    if (value == 0) {
-        out = "0";  // -0 too
-        return;
-    }
-    int exponent = 0;
-    const double fraction = std::frexp(value, &exponent);  // value = fraction * 2^exponent
-    std::uint64_t mantissa = 0;
-    int zeros = 0;
-    if (exponent <= 64) {
-        mantissa = static_cast<std::uint64_t>(value);
-    } else {
-        mantissa = static_cast<std::uint64_t>(std::ldexp(fraction, 53));
-        zeros = exponent - 53;
-    }
-    char bits[64];
-    int count = 0;
-    for (; mantissa != 0; mantissa >>= 1) bits[count++] = static_cast<char>('0' + (mantissa & 1));
-    while (count > 0) out.push_back(bits[--count]);
-    out.append(static_cast<std::size_t>(zeros), '0');
-}
-
-// The v2 `o` claim's permissions: per feature of `fea` whose scope (before
-// the first ':') has an 'o', the name after it; per such feature the fpm
-// number at the same index, as bits padded to the count of `per` and read
-// from the least significant; each 1 bit grants org:<feature>:<per entry>.
-void build_v2_permissions(std::string_view fea, std::string_view per, std::string_view fpm,
-                          Workspace& work) {
-    std::string& out = work.org_permissions;
-    if (fea.empty() || per.empty() || fpm.empty()) return;
-    // The per entries, trimmed.
-    std::vector<std::string_view>& permissions = work.permission_names;
-    permissions.clear();
-    for (std::string_view rest = per;;) {
-        const std::size_t comma = rest.find(',');
-        permissions.push_back(js_trim(rest.substr(0, comma)));
-        if (comma == std::string_view::npos) break;
-        rest.remove_prefix(comma + 1);
-    }
-    std::string& word = work.permission;
-    std::string_view features = fea;
-    std::string_view masks = fpm;
-    bool features_left = true;
-    bool masks_left = true;
-    while (features_left && masks_left) {
-        const std::size_t feature_comma = features.find(',');
-        const std::string_view feature_entry = js_trim(features.substr(0, feature_comma));
-        features_left = feature_comma != std::string_view::npos;
-        if (features_left) features.remove_prefix(feature_comma + 1);
-
-        const std::optional<std::string_view> scope = js_split_at(feature_entry, ':', 0);
-        if (scope->find('o') == std::string_view::npos) continue;  // a user-scoped feature
-        const std::optional<std::string_view> feature = js_split_at(feature_entry, ':', 1);
-
-        // The org features and the fpm numbers pair up by index.
-        const std::size_t mask_comma = masks.find(',');
-        const std::string_view mask_entry = masks.substr(0, mask_comma);
-        masks_left = mask_comma != std::string_view::npos;
-        if (masks_left) masks.remove_prefix(mask_comma + 1);
-
-        js_to_binary(js_parse_int(mask_entry), work.binary);
-        const std::string& bits = work.binary;
-        const std::size_t width = std::max(bits.size(), permissions.size());
-        const std::size_t pad = width - bits.size();
-        for (std::size_t index = 0; index < width; ++index) {
-            // Reversed: index 0 is the last character of the padded string.
-            const std::size_t position = width - 1 - index;
-            if (position < pad || bits[position - pad] != '1') continue;
-            word.assign("org:");
-            word.append(feature ? *feature : std::string_view("undefined"));
-            word.push_back(':');
-            word.append(index < permissions.size() ? permissions[index]
-                                                   : std::string_view("undefined"));
-            append_word(out, word, kMaxPermissionsLength);
-        }
-    }
-}
-
-// The active organization, v2 (`o`, `fea`) or v1 (org_* claims).
-struct OrgClaims {
-    std::string_view id;
-    std::string_view slug;
-    std::string_view role;
-    std::string_view permissions;
-};
-
-bool is_version_2(const std::optional<element>& v) noexcept {
-    if (!v) return false;
-    switch (v->type()) {
-        case element_type::INT64: {
-            std::int64_t n = 0;
-            return v->get(n) == simdjson::SUCCESS && n == 2;
-        }
-        case element_type::UINT64:
-            return false;
-        case element_type::DOUBLE: {
-            double d = 0;
-            return v->get(d) == simdjson::SUCCESS && d == 2.0;
-        }
-        default:
-            return false;
-    }
-}
-
 // The cached verification context for `pkey` and `digest`; null when
 // OpenSSL cannot set one up.
 EVP_PKEY_CTX* verifier_for(Workspace& work, const std::shared_ptr<EVP_PKEY>& pkey,
@@ -570,7 +148,7 @@ struct Header {
 struct Payload {
     object root;
     std::optional<element> sub, sid, iss, azp, sts, exp, nbf, iat;
-    std::optional<element> v, o, fea, org_id, org_role, org_slug, org_permissions;
+    OrgMembers org;  // read by read_org
     std::optional<element> handshake;
 };
 
@@ -719,22 +297,22 @@ void index_payload(Payload& payload) {
                 if (name == "nbf") payload.nbf = field.value;
                 break;
             case 'v':
-                if (name == "v") payload.v = field.value;
+                if (name == "v") payload.org.v = field.value;
                 break;
             case 'o':
                 if (name == "o")
-                    payload.o = field.value;
+                    payload.org.o = field.value;
                 else if (name == "org_id")
-                    payload.org_id = field.value;
+                    payload.org.org_id = field.value;
                 else if (name == "org_role")
-                    payload.org_role = field.value;
+                    payload.org.org_role = field.value;
                 else if (name == "org_slug")
-                    payload.org_slug = field.value;
+                    payload.org.org_slug = field.value;
                 else if (name == "org_permissions")
-                    payload.org_permissions = field.value;
+                    payload.org.org_permissions = field.value;
                 break;
             case 'f':
-                if (name == "fea") payload.fea = field.value;
+                if (name == "fea") payload.org.fea = field.value;
                 break;
             case 'h':
                 if (name == "handshake") payload.handshake = field.value;
@@ -743,91 +321,6 @@ void index_payload(Payload& payload) {
                 break;
         }
     }
-}
-
-// The value at a dotted path (metadata.role); false when a step is missing,
-// duplicated or not an object.
-bool find_path(object root, std::string_view path, element& out) noexcept {
-    if (path.empty()) return false;
-    object current = root;
-    for (;;) {
-        const std::size_t dot = path.find('.');
-        const std::string_view step = path.substr(0, dot);
-        if (step.empty() || find_member(current, step, out) != Member::found) return false;
-        if (dot == std::string_view::npos) return true;
-        path.remove_prefix(dot + 1);
-        if (out.get(current) != simdjson::SUCCESS) return false;
-    }
-}
-
-void read_role(object root, std::string_view role_claim, Workspace& work, std::string_view& role,
-               std::string_view& roles) {
-    element value;
-    if (!find_path(root, role_claim, value)) return;
-    std::string_view text;
-    if (value.get(text) == simdjson::SUCCESS) {
-        if (has_control_character(text)) return;
-        role = text;
-        if (is_list_word(text)) roles = text;
-        return;
-    }
-    array list;
-    if (value.get(list) != simdjson::SUCCESS) return;
-    bool first = true;
-    for (element item : list) {
-        if (item.get(text) == simdjson::SUCCESS) {
-            if (first && !has_control_character(text)) role = text;
-            append_word(work.roles, text, SIZE_MAX);
-        }
-        first = false;
-    }
-    roles = work.roles;
-}
-
-OrgClaims read_org(const Payload& payload, Workspace& work) {
-    OrgClaims org;
-    if (!is_version_2(payload.v)) {
-        org.id = header_safe_string(payload.org_id);
-        org.slug = header_safe_string(payload.org_slug);
-        org.role = header_safe_string(payload.org_role);
-        array list;
-        if (payload.org_permissions && payload.org_permissions->get(list) == simdjson::SUCCESS) {
-            std::string_view text;
-            for (element item : list) {
-                if (item.get(text) == simdjson::SUCCESS) {
-                    append_word(work.org_permissions, text, kMaxPermissionsLength);
-                }
-            }
-        }
-        org.permissions = work.org_permissions;
-        return org;
-    }
-    object o;
-    if (!payload.o || payload.o->get(o) != simdjson::SUCCESS) return org;
-    std::optional<element> id, slg, rol, per, fpm;
-    element member;
-    if (find_member(o, "id", member) == Member::found) id = member;
-    if (find_member(o, "slg", member) == Member::found) slg = member;
-    if (find_member(o, "rol", member) == Member::found) rol = member;
-    if (find_member(o, "per", member) == Member::found) per = member;
-    if (find_member(o, "fpm", member) == Member::found) fpm = member;
-    org.id = header_safe_string(id);
-    org.slug = header_safe_string(slg);
-    // The SDK writes `org:${rol}`; a rol that already has the prefix keeps one.
-    const std::string_view rol_text = header_safe_string(rol);
-    if (!rol_text.empty()) {
-        if (rol_text.substr(0, 4) != "org:") work.org_role.assign("org:");
-        work.org_role.append(rol_text);
-        org.role = work.org_role;
-    }
-    // Non-string fea / per / fpm make the SDK throw; here they grant nothing.
-    std::string_view fea, per_text, fpm_text;
-    (void)get_string(payload.fea, fea);
-    (void)get_string(per, per_text);
-    (void)get_string(fpm, fpm_text);
-    build_v2_permissions(fea, per_text, fpm_text, work);
-    org.permissions = work.org_permissions;
-    return org;
 }
 
 // A negative leeway is none; a huge one must not overflow exp + leeway.
@@ -914,133 +407,34 @@ JwtError verify_session_token(std::string_view token, const JwtKeys& keys,
     }
     index_payload(payload);
 
-    std::string_view sub, sid;
-    if (!get_string(payload.sub, sub) || sub.empty() || has_control_character(sub) ||
-        !get_string(payload.sid, sid) || sid.empty() || has_control_character(sid)) {
+    SessionClaims claims;
+    if (!get_string(payload.sub, claims.sub) || claims.sub.empty() ||
+        has_control_character(claims.sub) || !get_string(payload.sid, claims.sid) ||
+        claims.sid.empty() || has_control_character(claims.sid)) {
         return JwtError::subject;
     }
-    std::int64_t exp = 0, nbf = 0, iat = 0;
-    if (!payload.exp || !read_time(*payload.exp, exp)) return JwtError::malformed;
-    if (payload.nbf && !read_time(*payload.nbf, nbf)) return JwtError::malformed;
-    if (payload.iat && !read_time(*payload.iat, iat)) return JwtError::malformed;
+    if (!payload.exp || !read_time(*payload.exp, claims.exp)) return JwtError::malformed;
+    claims.has_nbf = payload.nbf.has_value();
+    if (claims.has_nbf && !read_time(*payload.nbf, claims.nbf)) return JwtError::malformed;
+    claims.has_iat = payload.iat.has_value();
+    if (claims.has_iat && !read_time(*payload.iat, claims.iat)) return JwtError::malformed;
+    claims.iss = header_safe_string(payload.iss);
+    claims.azp = header_safe_string(payload.azp);
+    claims.sts = header_safe_string(payload.sts);
 
-    work.roles.clear();
-    work.org_role.clear();
-    work.org_permissions.clear();
-    work.scalars.clear();
-    std::string_view role, roles;
-    read_role(payload.root, role_claim, work, role, roles);
-    const OrgClaims org = read_org(payload, work);
-    for (auto field : payload.root) collect_scalar(work.scalars, field.key, field.value);
+    ClaimsScratch& scratch = work.claims;
+    scratch.clear();
+    read_role(payload.root, role_claim, scratch, claims.role, claims.roles);
+    const OrgClaims org = read_org(payload.org, scratch);
+    claims.org_id = org.id;
+    claims.org_slug = org.slug;
+    claims.org_role = org.role;
+    claims.org_permissions = org.permissions;
+    collect_scalars(payload.root, scratch.scalars);
+    claims.scalars = scratch.scalars;
 
-    const std::string_view strings[kFlatStringCount] = {
-        sub,
-        sid,
-        header_safe_string(payload.iss),
-        header_safe_string(payload.azp),
-        header_safe_string(payload.sts),
-        role,
-        roles,
-        org.id,
-        org.slug,
-        org.role,
-        org.permissions,
-        work.scalars,
-    };
-    std::size_t size = kFlatFixedLength;
-    for (const auto& text : strings) size += 4 + text.size();
-    flat.clear();
-    flat.reserve(size);
-    flat.append(kFlatMagic, sizeof(kFlatMagic));
-    flat.push_back(
-        static_cast<char>((payload.nbf ? kFlagHasNbf : 0) | (payload.iat ? kFlagHasIat : 0)));
-    put_i64(flat, exp);
-    put_i64(flat, nbf);
-    put_i64(flat, iat);
-    for (const auto& text : strings) put_string(flat, text);
+    encode_claims(claims, flat);
     return JwtError::none;
-}
-
-bool decode_claims(const unsigned char* flat, std::size_t len, SessionClaims& out) noexcept {
-    if (flat == nullptr || len < kFlatFixedLength ||
-        std::memcmp(flat, kFlatMagic, sizeof(kFlatMagic)) != 0) {
-        return false;
-    }
-    std::size_t pos = sizeof(kFlatMagic);
-    const unsigned char flags = flat[pos++];
-    if ((flags & ~(kFlagHasNbf | kFlagHasIat)) != 0) return false;
-    SessionClaims claims;
-    claims.exp = get_i64(flat + pos);
-    claims.nbf = get_i64(flat + pos + 8);
-    claims.iat = get_i64(flat + pos + 16);
-    pos += 24;
-    claims.has_nbf = (flags & kFlagHasNbf) != 0;
-    claims.has_iat = (flags & kFlagHasIat) != 0;
-    const auto valid_time = [](std::int64_t t) { return t >= 0 && t <= kMaxTimestamp; };
-    if (!valid_time(claims.exp) || !valid_time(claims.nbf) || !valid_time(claims.iat) ||
-        (!claims.has_nbf && claims.nbf != 0) || (!claims.has_iat && claims.iat != 0)) {
-        return false;
-    }
-    std::string_view* const fields[kFlatStringCount] = {
-        &claims.sub,
-        &claims.sid,
-        &claims.iss,
-        &claims.azp,
-        &claims.sts,
-        &claims.role,
-        &claims.roles,
-        &claims.org_id,
-        &claims.org_slug,
-        &claims.org_role,
-        &claims.org_permissions,
-        &claims.scalars,
-    };
-    for (std::string_view* field : fields) {
-        if (len - pos < 4) return false;
-        const std::uint32_t length = get_u32(flat + pos);
-        pos += 4;
-        if (len - pos < length) return false;
-        *field = std::string_view(reinterpret_cast<const char*>(flat) + pos, length);
-        pos += length;
-        // Everything but the scalars blob is text for headers.
-        if (field != &claims.scalars && has_control_character(*field)) return false;
-    }
-    if (pos != len || claims.sub.empty() || claims.sid.empty()) return false;
-    // The scalars blob: entries that exactly fill it.
-    std::string_view blob = claims.scalars;
-    while (!blob.empty()) {
-        const std::size_t name_length = static_cast<unsigned char>(blob[0]);
-        if (blob.size() < 1 + name_length + 4) return false;
-        if (!is_claim_name(blob.substr(1, name_length))) return false;
-        const std::uint32_t value_length =
-            get_u32(reinterpret_cast<const unsigned char*>(blob.data()) + 1 + name_length);
-        blob.remove_prefix(1 + name_length + 4);
-        if (blob.size() < value_length || has_control_character(blob.substr(0, value_length))) {
-            return false;
-        }
-        blob.remove_prefix(value_length);
-    }
-    out = claims;
-    return true;
-}
-
-bool SessionClaims::find_scalar(std::string_view name, std::string_view& value) const noexcept {
-    std::string_view blob = scalars;
-    while (blob.size() >= 5) {
-        const std::size_t name_length = static_cast<unsigned char>(blob[0]);
-        if (blob.size() < 1 + name_length + 4) return false;
-        const std::string_view entry_name = blob.substr(1, name_length);
-        const std::uint32_t value_length =
-            get_u32(reinterpret_cast<const unsigned char*>(blob.data()) + 1 + name_length);
-        blob.remove_prefix(1 + name_length + 4);
-        if (blob.size() < value_length) return false;
-        if (entry_name == name) {
-            value = blob.substr(0, value_length);
-            return true;
-        }
-        blob.remove_prefix(value_length);
-    }
-    return false;
 }
 
 JwtError check_claims(const SessionClaims& claims, const ClaimPolicy& policy,

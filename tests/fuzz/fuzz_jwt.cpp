@@ -5,32 +5,23 @@
 // Random bytes never carry a valid signature, so an input that starts with
 // "sign:" is "<header JSON>\n<payload JSON>", which the harness signs with its
 // own key before verifying: the claims code sees arbitrary JSON too.
-#include <openssl/bio.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "../unit/rsa_test_keys.hpp"
 #include "core/jwt.hpp"
 
 namespace {
 
-using session::core::base64url_decode;
-using session::core::check_claims;
-using session::core::ClaimPolicy;
-using session::core::decode_claims;
-using session::core::JwtError;
-using session::core::JwtKeys;
-using session::core::looks_like_jwt;
-using session::core::SessionClaims;
-using session::core::verify_handshake_token;
-using session::core::verify_session_token;
+using namespace session::core;
+using session::test_keys::make_token;
+using session::test_keys::pem;
 
 void require(bool condition) {
     if (!condition) std::abort();
@@ -43,20 +34,6 @@ bool has_control(std::string_view text) {
     return false;
 }
 
-std::string base64url(std::string_view bytes) {
-    std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-    const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                  reinterpret_cast<const unsigned char*>(bytes.data()),
-                                  static_cast<int>(bytes.size()));
-    out.resize(static_cast<std::size_t>(n));
-    while (!out.empty() && out.back() == '=') out.pop_back();
-    for (char& c : out) {
-        if (c == '+') c = '-';
-        if (c == '/') c = '_';
-    }
-    return out;
-}
-
 // The harness's key pair, made once: the private half signs "sign:" inputs,
 // the public half (as a PEM, so kid-less: any kid selects it) verifies.
 struct Fixture {
@@ -66,12 +43,8 @@ struct Fixture {
     Fixture() {
         private_key = EVP_RSA_gen(2048);
         require(private_key != nullptr);
-        std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
-        require(bio && PEM_write_bio_PUBKEY(bio.get(), private_key) == 1);
-        char* data = nullptr;
-        const long length = BIO_get_mem_data(bio.get(), &data);
         std::string error;
-        require(keys.add(std::string_view(data, static_cast<std::size_t>(length)), error));
+        require(keys.add(pem(private_key), error));
     }
 };
 
@@ -81,20 +54,7 @@ const Fixture& fixture() {
 }
 
 std::string sign(std::string_view header, std::string_view payload) {
-    const std::string input = base64url(header) + "." + base64url(payload);
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    std::size_t length = 0;
-    require(ctx && EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr,
-                                      fixture().private_key) == 1);
-    require(EVP_DigestSign(ctx.get(), nullptr, &length,
-                           reinterpret_cast<const unsigned char*>(input.data()),
-                           input.size()) == 1);
-    std::string signature(length, '\0');
-    require(EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()), &length,
-                           reinterpret_cast<const unsigned char*>(input.data()),
-                           input.size()) == 1);
-    signature.resize(length);
-    return input + "." + base64url(signature);
+    return make_token(fixture().private_key, header, payload);
 }
 
 bool is_list(std::string_view list) {

@@ -8,45 +8,24 @@ PYTEST_DONT_REWRITE: pytest's assertion introspection would print the
 tokens these tests send and receive; every assertion here carries its own
 message, with tokens replaced by their digest (tokens.redact)."""
 
-import os
-import sys
 import time
 import urllib.parse
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clerk"))
+import jwt_suite  # puts tests/clerk on sys.path
+import tokens as T
+from frontend_api import FrontendAPI
 
-import tokens as T  # noqa: E402
-from frontend_api import FrontendAPI  # noqa: E402
-
-import harness  # noqa: E402
-from harness import redis_directive  # noqa: E402
+import harness
+from harness import redis_directive
+from jwt_suite import _redacted_responses, keys  # noqa: F401: fixtures
+from jwt_suite import location
 
 HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 NAV = {"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate", "Accept": HTML}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _redacted_responses():
-    """A response's repr (in messages and in a traceback's arguments) hides
-    tokens: the echo upstream's body carries the request's cookies."""
-    with pytest.MonkeyPatch.context() as mp:
-        plain = harness.Response.__repr__
-        mp.setattr(harness.Response, "__repr__", lambda self: T.redact(plain(self)))
-        yield
-
-
-def expect(resp, status, *context):
-    """resp.status == status, or a failure that shows the response with every
-    token replaced by its digest (this module is not assertion-rewritten)."""
-    assert resp.status == status, T.redact((context, resp) if context else resp)
-    return resp
-
-
-@pytest.fixture(scope="module")
-def key():
-    return T.SigningKey(kid="ins_hs")
+key = jwt_suite.key_fixture("ins_hs")
 
 
 @pytest.fixture
@@ -58,24 +37,13 @@ def fapi(key):
 
 
 @pytest.fixture
-def site(nginx, rds, tmp_path, key, fapi):
+def site(nginx, rds, keys, fapi):
     """nginx with /app/ (handshake) and /login/ (handshake + session_redirect)."""
-    keys = tmp_path / "jwks.json"
-    keys.write_text(T.jwks(key))
     port = harness.free_port()
 
     def loc(path, extra=""):
-        return """
-        location %s {
-            session_check on;
-            session_jwt_keys %s;
-            session_jwt_issuer %s;
-            session_jwt_authorized_parties http://127.0.0.1:%d;
-            session_jwt_handshake %s;
-            %s
-            %s
-            proxy_pass http://app;
-        }""" % (path, keys, fapi.issuer, port, fapi.url, extra, harness.SESSION_HEADERS)
+        return location(path, keys, "session_jwt_handshake %s; %s" % (fapi.url, extra),
+                        parties="http://127.0.0.1:%d" % port, issuer=fapi.issuer)
     n = nginx(port=port, http=redis_directive(rds.address()),
               server=loc("/app/") + loc("/login/", "session_redirect /sign-in;"))
     n.origin = "http://127.0.0.1:%d" % port

@@ -9,21 +9,18 @@ tokens these tests send and receive; every assertion here carries its own
 message, with tokens replaced by their digest (tokens.redact)."""
 
 import json
-import os
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clerk"))
+import jwt_suite  # puts tests/clerk on sys.path
+import tokens as T
 
-import tokens as T  # noqa: E402
+import harness
+from harness import redis_directive, seed_session, wait_until
+from jwt_suite import _redacted_responses, keys  # noqa: F401: fixtures
+from jwt_suite import AZP, ISS, assert_not_logged, claims, expect, session_cookie, tok, write
 
-import harness  # noqa: E402
-from harness import redis_directive, seed_session, wait_until  # noqa: E402
-
-ISS = "https://clerk.example.test"
-AZP = "https://app.example.test"
 JWT_HEADERS = harness.SESSION_HEADERS + """
             proxy_set_header X-Org-Id          $session_org_id;
             proxy_set_header X-Org-Slug        $session_org_slug;
@@ -37,83 +34,17 @@ JWT_HEADERS = harness.SESSION_HEADERS + """
             proxy_set_header X-Expires-In      $session_token_expires_in;"""
 LOOKUPS = ("hmget", "evalsha", "eval")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _redacted_responses():
-    """A response's repr (in messages and in a traceback's arguments) hides
-    tokens: the echo upstream's body carries the request's cookies."""
-    with pytest.MonkeyPatch.context() as mp:
-        plain = harness.Response.__repr__
-        mp.setattr(harness.Response, "__repr__", lambda self: T.redact(plain(self)))
-        yield
-
-
-def expect(resp, status, *context):
-    """resp.status == status, or a failure that shows the response with every
-    token replaced by its digest (this module is not assertion-rewritten)."""
-    assert resp.status == status, T.redact((context, resp) if context else resp)
-    return resp
-
-
-@pytest.fixture(scope="module")
-def key():
-    return T.SigningKey(kid="ins_test_1")
-
-
-@pytest.fixture(scope="module")
-def other():
-    return T.SigningKey(kid="ins_other")
-
-
-def write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
+key = jwt_suite.key_fixture("ins_test_1")
+other = jwt_suite.key_fixture("ins_other")
 
 
 def location(path, keys, directives="", parties=AZP):
-    return """
-        location %s {
-            session_check on;
-            session_jwt_keys %s;
-            session_jwt_issuer %s;
-            %s
-            %s
-            %s
-            proxy_pass http://app;
-        }""" % (path, keys, ISS, "session_jwt_authorized_parties %s;" % parties if parties else "",
-                directives, JWT_HEADERS)
+    """A JWT location whose upstream sees the claim variables too."""
+    return jwt_suite.location(path, keys, directives, parties, headers=JWT_HEADERS)
 
 
 def start(nginx, rds, keys, locations=(("/app/", ""),), http="", **kw):
-    return nginx(http=redis_directive(rds.address()) + http,
-                 server="".join(location(p, keys, d) for p, d in locations), **kw)
-
-
-def claims(sub="user_1", sid="sess_1", azp=AZP, **extra):
-    return T.session_claims(sub, sid, ISS, azp=azp, **extra)
-
-
-def tok(key, **kw):
-    return key.mint(claims(**kw))
-
-
-def session_cookie(token):
-    return {"Cookie": "__session=%s" % token}
-
-
-def assert_not_logged(n, token):
-    if harness.LOG_LEVEL == "debug":  # nginx's own debug log prints the request headers
-        return
-    log = n.log()
-    for piece in [token] + [p for p in token.split(".")[1:] if len(p) >= 16]:
-        leaked = piece in log  # never let pytest print the token or the log
-        assert not leaked, "a token (%s) reached the error log" % T.digest(token)
-
-
-@pytest.fixture
-def keys(tmp_path, key):
-    return write(tmp_path, "jwks.json", T.jwks(key))
+    return jwt_suite.start(nginx, rds.address(), keys, locations, http=http, headers=JWT_HEADERS, **kw)
 
 
 # ---------------------------------------------------------------- accepted

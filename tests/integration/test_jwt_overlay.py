@@ -9,95 +9,29 @@ tokens these tests send and receive; every assertion here carries its own
 message, with tokens replaced by their digest (tokens.redact)."""
 
 import json
-import os
 import re
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clerk"))
+import jwt_suite  # puts tests/clerk on sys.path
+import tokens as T
 
-import tokens as T  # noqa: E402
+import harness
+from harness import seed_session, seed_user, wait_until
+from jwt_suite import _redacted_responses, keys  # noqa: F401: fixtures
+from jwt_suite import AZP, ISS, assert_not_logged, expect, session_cookie, start, tok
 
-import harness  # noqa: E402
-from harness import redis_directive, seed_session, seed_user, wait_until  # noqa: E402
-
-ISS = "https://clerk.example.test"
-AZP = "https://app.example.test"
 # the session hash's fields as the module reads them (harness.SESSION_FIELDS:
 # the brief's five, and token_type since the tombstones of docs/redis-contract.md)
 SESSION_FIELDS = list(harness.SESSION_FIELDS)
 USER_FIELDS = ["role", "roles", "db_id", "email", "status"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _redacted_responses():
-    """A response's repr (in messages and in a traceback's arguments) hides
-    tokens: the echo upstream's body carries the request's cookies."""
-    with pytest.MonkeyPatch.context() as mp:
-        plain = harness.Response.__repr__
-        mp.setattr(harness.Response, "__repr__", lambda self: T.redact(plain(self)))
-        yield
-
-
-def expect(resp, status, *context):
-    """resp.status == status, or a failure that shows the response with every
-    token replaced by its digest (this module is not assertion-rewritten)."""
-    assert resp.status == status, T.redact((context, resp) if context else resp)
-    return resp
-
-
-@pytest.fixture(scope="module")
-def key():
-    return T.SigningKey(kid="ins_overlay")
-
-
-@pytest.fixture
-def keys(tmp_path, key):
-    path = tmp_path / "jwks.json"
-    path.write_text(T.jwks(key))
-    return str(path)
-
-
-def location(path, keys, directives=""):
-    parties = ("" if "session_jwt_authorized_parties" in directives
-               else "session_jwt_authorized_parties %s;" % AZP)
-    return """
-        location %s {
-            session_check on;
-            session_jwt_keys %s;
-            session_jwt_issuer %s;
-            %s
-            %s
-            %s
-            proxy_pass http://app;
-        }""" % (path, keys, ISS, parties, directives, harness.SESSION_HEADERS)
-
-
-def start(nginx, address, keys, locations=(("/app/", ""),), redis_params="timeout=1s connect_timeout=1s",
-          http="", **kw):
-    return nginx(http=redis_directive(address, redis_params) + http,
-                 server="".join(location(p, keys, d) for p, d in locations), **kw)
-
-
-def tok(key, sub="user_1", sid="sess_1", **extra):
-    return key.mint(T.session_claims(sub, sid, ISS, azp=AZP, **extra))
-
-
-def session_cookie(token):
-    return {"Cookie": "__session=%s" % token}
+key = jwt_suite.key_fixture("ins_overlay")
 
 
 def lookups(rds):
     return rds.calls("hmget"), rds.calls("evalsha", "eval")
-
-
-def assert_not_logged(n, token):
-    if harness.LOG_LEVEL == "debug":  # nginx's own debug log prints the request headers
-        return
-    leaked = token in n.log()  # never let pytest print the token or the log
-    assert not leaked, "a token (%s) reached the error log" % T.digest(token)
 
 
 # ---------------------------------------------------------------- the round trip

@@ -1,61 +1,16 @@
 #include <gtest/gtest.h>
-#include <openssl/bio.h>
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/rsa.h>
 
-#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/jwt.hpp"
+#include "rsa_test_keys.hpp"
 
 namespace session::core {
 namespace {
 
-struct PkeyFree {
-    void operator()(EVP_PKEY* p) const noexcept { EVP_PKEY_free(p); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
-
-std::string base64url(const std::string& bytes) {
-    std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-    const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                  reinterpret_cast<const unsigned char*>(bytes.data()),
-                                  static_cast<int>(bytes.size()));
-    out.resize(static_cast<std::size_t>(n));
-    while (!out.empty() && out.back() == '=') out.pop_back();
-    for (char& c : out) {
-        if (c == '+') c = '-';
-        if (c == '/') c = '_';
-    }
-    return out;
-}
-
-std::string bn_param(EVP_PKEY* pkey, const char* name) {
-    BIGNUM* bn = nullptr;
-    EXPECT_EQ(EVP_PKEY_get_bn_param(pkey, name, &bn), 1);
-    std::string bytes(static_cast<std::size_t>(BN_num_bytes(bn)), '\0');
-    BN_bn2bin(bn, reinterpret_cast<unsigned char*>(bytes.data()));
-    BN_free(bn);
-    return bytes;
-}
-
-std::string rsa_jwk(EVP_PKEY* pkey, const std::string& kid, const std::string& extra = "") {
-    return "{\"kty\":\"RSA\",\"kid\":\"" + kid + "\",\"use\":\"sig\"" + extra + ",\"n\":\"" +
-           base64url(bn_param(pkey, OSSL_PKEY_PARAM_RSA_N)) + "\",\"e\":\"" +
-           base64url(bn_param(pkey, OSSL_PKEY_PARAM_RSA_E)) + "\"}";
-}
-
-std::string pem(EVP_PKEY* pkey) {
-    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
-    EXPECT_EQ(PEM_write_bio_PUBKEY(bio.get(), pkey), 1);
-    char* data = nullptr;
-    const long length = BIO_get_mem_data(bio.get(), &data);
-    return std::string(data, static_cast<std::size_t>(length));
-}
+using namespace session::test_keys;
 
 const std::string kEcJwk =
     R"({"kty":"EC","kid":"ec1","use":"sig","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"})";

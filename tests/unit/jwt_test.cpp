@@ -1,12 +1,8 @@
 #include "core/jwt.hpp"
 
 #include <gtest/gtest.h>
-
-#include <openssl/bio.h>
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
+
 #include <cctype>
 
 #include <algorithm>
@@ -16,75 +12,21 @@
 #include <string>
 #include <vector>
 
+#include "rsa_test_keys.hpp"
+
 namespace session::core {
 namespace {
+
+using namespace session::test_keys;
 
 constexpr std::int64_t kNow = 1700000000;
 constexpr std::string_view kIssuer = "https://clerk.example.com";
 constexpr std::string_view kParty = "https://app.example.com";
 
-std::string base64url(std::string_view bytes) {
-    std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-    const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                  reinterpret_cast<const unsigned char*>(bytes.data()),
-                                  static_cast<int>(bytes.size()));
-    out.resize(static_cast<std::size_t>(n));
-    while (!out.empty() && out.back() == '=') out.pop_back();
-    for (char& c : out) {
-        if (c == '+') c = '-';
-        if (c == '/') c = '_';
-    }
-    return out;
-}
-
-std::string bn_param(EVP_PKEY* pkey, const char* name) {
-    BIGNUM* bn = nullptr;
-    EXPECT_EQ(EVP_PKEY_get_bn_param(pkey, name, &bn), 1);
-    std::string bytes(static_cast<std::size_t>(BN_num_bytes(bn)), '\0');
-    BN_bn2bin(bn, reinterpret_cast<unsigned char*>(bytes.data()));
-    BN_free(bn);
-    return bytes;
-}
-
-std::string rsa_jwk(EVP_PKEY* pkey, const std::string& kid, const std::string& extra = "") {
-    return "{\"kty\":\"RSA\",\"kid\":\"" + kid + "\",\"use\":\"sig\"" + extra + ",\"n\":\"" +
-           base64url(bn_param(pkey, OSSL_PKEY_PARAM_RSA_N)) + "\",\"e\":\"" +
-           base64url(bn_param(pkey, OSSL_PKEY_PARAM_RSA_E)) + "\"}";
-}
-
-std::string pem(EVP_PKEY* pkey) {
-    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
-    EXPECT_EQ(PEM_write_bio_PUBKEY(bio.get(), pkey), 1);
-    char* data = nullptr;
-    const long length = BIO_get_mem_data(bio.get(), &data);
-    return std::string(data, static_cast<std::size_t>(length));
-}
-
 const EVP_MD* digest_for(std::string_view alg) {
     if (alg == "RS384") return EVP_sha384();
     if (alg == "RS512") return EVP_sha512();
     return EVP_sha256();
-}
-
-std::string sign(EVP_PKEY* pkey, std::string_view input, const EVP_MD* md) {
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    EXPECT_EQ(EVP_DigestSignInit(ctx.get(), nullptr, md, nullptr, pkey), 1);
-    std::size_t length = 0;
-    EXPECT_EQ(EVP_DigestSign(ctx.get(), nullptr, &length,
-                             reinterpret_cast<const unsigned char*>(input.data()), input.size()),
-              1);
-    std::string signature(length, '\0');
-    EXPECT_EQ(EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()), &length,
-                             reinterpret_cast<const unsigned char*>(input.data()), input.size()),
-              1);
-    signature.resize(length);
-    return signature;
-}
-
-std::string make_token(EVP_PKEY* pkey, std::string_view header, std::string_view payload,
-                       const EVP_MD* md = EVP_sha256()) {
-    const std::string input = base64url(header) + "." + base64url(payload);
-    return input + "." + base64url(sign(pkey, input, md));
 }
 
 std::string header_json(std::string_view alg = "RS256", std::string_view kid = "ins_a",

@@ -6,33 +6,23 @@ refuse the same, still valid token through the revocation message (the
 cache's ttl= is a minute, so only the message can drop the entry). Skipped
 when the module is not built (`make module`)."""
 
-import http.client
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 
-from syncd_harness import Syncd, free_port, new_id, now_ms, session_data, user_data, wait_for
+import nginx_process
+from syncd_harness import Syncd, new_id, now_ms, session_data, user_data, wait_for
 
-SOURCE_DIR = os.environ.get("SYNCD_SOURCE_DIR",
-                            os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "clerk"))
+sys.path.insert(0, os.path.join(nginx_process.SOURCE_DIR, "tests", "clerk"))
 
 import tokens  # noqa: E402
 
-MODULE = os.environ.get("SESSION_MODULE_SO") or os.path.join(
-    SOURCE_DIR, "build", "nginx", "objs", "ngx_session_module.so")
-NGINX = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
 ISSUER = "https://clerk.e2e.example"
 ORIGIN = "https://app.e2e.example"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(MODULE) or not os.path.exists(NGINX),
-                                reason="the nginx module is not built")
+pytestmark = nginx_process.requires_module
 
 
 @pytest.fixture
@@ -41,83 +31,28 @@ def key():
 
 
 @pytest.fixture
-def nginx(redis_server, key):
-    tmp = tempfile.mkdtemp(prefix="syncd-e2e-jwt-")
-    os.makedirs(os.path.join(tmp, "www", "app"))
-    with open(os.path.join(tmp, "www", "app", "index.html"), "w") as f:
-        f.write("app\n")
-    with open(os.path.join(tmp, "jwks.json"), "w") as f:
-        f.write(tokens.jwks(key))
-    port = free_port()
-    user = "user root root;" if os.geteuid() == 0 else ""
-    conf = f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-{user}
-load_module {MODULE};
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/cb;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    session_redis 127.0.0.1:{redis_server.port};
-    session_cache_zone sessions:1m ttl=60s;
-    server {{
-        listen 127.0.0.1:{port};
-        root {tmp}/www;
-        location /app/ {{
+def nginx(redis_server, key, tmp_path):
+    keys = tmp_path / "jwks.json"
+    keys.write_text(tokens.jwks(key))
+    with nginx_process.running_nginx(redis_server.port, f"""
             session_check on;
             session_cache sessions;
-            session_jwt_keys {tmp}/jwks.json;
+            session_jwt_keys {keys};
             session_jwt_issuer {ISSUER};
             session_jwt_authorized_parties {ORIGIN};
             add_header X-User-Id $session_user_id always;
             add_header X-User-Db-Id $session_user_db_id always;
             add_header X-User-Role $session_user_role always;
             add_header X-Session-Id $session_id always;
-            add_header X-Session-Status $session_status always;
-        }}
-    }}
-}}
-"""
-    path = os.path.join(tmp, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(conf)
-    proc = subprocess.Popen([NGINX, "-p", tmp + "/", "-c", path, "-e", f"{tmp}/error.log"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def up():
-        assert proc.poll() is None, open(f"{tmp}/error.log").read()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-    wait_for(up, what="nginx")
-    yield port, tmp
-    proc.terminate()
-    proc.wait(10)
-    log = open(f"{tmp}/error.log").read()
-    shutil.rmtree(tmp, ignore_errors=True)
-    assert "[alert]" not in log and "[emerg]" not in log and "[crit]" not in log, log
+            add_header X-Session-Status $session_status always;""",
+                                     http="session_cache_zone sessions:1m ttl=60s;",
+                                     name="syncd-e2e-jwt-") as server:
+        yield server.port, server.prefix
 
 
 def get(port, token):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/app/", headers={"Cookie": f"__session={token}"})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status, {h: resp.getheader(h) for h in (
-            "X-User-Id", "X-User-Db-Id", "X-User-Role", "X-Session-Id", "X-Session-Status")}
-    finally:
-        conn.close()
+    return nginx_process.get_app(port, {"Cookie": f"__session={token}"}, (
+        "X-User-Id", "X-User-Db-Id", "X-User-Role", "X-Session-Id", "X-Session-Status"))
 
 
 def test_session_token_through_syncd_and_revocation(pg, redis_server, nginx, key):

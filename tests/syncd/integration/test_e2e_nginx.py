@@ -8,96 +8,29 @@ signed JWT whose sid names the session) is tested with the module's JWT
 suites, tests/integration/test_jwt*.py. Skipped when the module is not built
 (`make module`)."""
 
-import os
-import shutil
-import subprocess
-import tempfile
-
 import pytest
 
-from syncd_harness import Syncd, free_port, new_id, now_ms, session_data, user_data, wait_for
+import nginx_process
+from syncd_harness import Syncd, new_id, now_ms, session_data, user_data, wait_for
 
-SOURCE_DIR = os.environ.get("SYNCD_SOURCE_DIR",
-                            os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-MODULE = os.environ.get("SESSION_MODULE_SO") or os.path.join(
-    SOURCE_DIR, "build", "nginx", "objs", "ngx_session_module.so")
-NGINX = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
-
-pytestmark = pytest.mark.skipif(not os.path.exists(MODULE) or not os.path.exists(NGINX),
-                                reason="the nginx module is not built")
+pytestmark = nginx_process.requires_module
 
 
 @pytest.fixture
 def nginx(redis_server):
-    tmp = tempfile.mkdtemp(prefix="syncd-e2e-nginx-")
-    os.makedirs(os.path.join(tmp, "www", "app"))
-    with open(os.path.join(tmp, "www", "app", "index.html"), "w") as f:
-        f.write("app\n")
-    port = free_port()
-    user = "user root root;" if os.geteuid() == 0 else ""
-    conf = f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-{user}
-load_module {MODULE};
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/cb;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    session_redis 127.0.0.1:{redis_server.port};
-    server {{
-        listen 127.0.0.1:{port};
-        root {tmp}/www;
-        location /app/ {{
+    with nginx_process.running_nginx(redis_server.port, """
             session_check on;
             session_token cookie=__session bearer;
             session_cache off;
             add_header X-User-Id $session_user_id always;
-            add_header X-Session-Status $session_status always;
-        }}
-    }}
-}}
-"""
-    path = os.path.join(tmp, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(conf)
-    proc = subprocess.Popen([NGINX, "-p", tmp + "/", "-c", path, "-e", f"{tmp}/error.log"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import socket
-
-    def up():
-        assert proc.poll() is None, open(f"{tmp}/error.log").read()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-    wait_for(up, what="nginx")
-    yield port
-    proc.terminate()
-    proc.wait(10)
-    log = open(f"{tmp}/error.log").read()
-    shutil.rmtree(tmp, ignore_errors=True)
-    assert "[alert]" not in log and "[emerg]" not in log, log
+            add_header X-Session-Status $session_status always;""") as server:
+        yield server.port
 
 
 def get(port, token):
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/app/", headers={"Authorization": f"Bearer {token}"})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status, resp.getheader("X-User-Id"), resp.getheader("X-Session-Status")
-    finally:
-        conn.close()
+    status, headers = nginx_process.get_app(port, {"Authorization": f"Bearer {token}"},
+                                            ("X-User-Id", "X-Session-Status"))
+    return status, headers["X-User-Id"], headers["X-Session-Status"]
 
 
 def test_webhooks_drive_nginx(pg, redis_server, nginx):
