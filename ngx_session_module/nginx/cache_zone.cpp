@@ -1,9 +1,14 @@
 #include "nginx/cache_zone.hpp"
 
+#include <array>
 #include <cstddef>
+#include <cstring>
 #include <new>
 
+#include <openssl/rand.h>
+
 #include "core/flat_record.hpp"
+#include "core/overlay.hpp"
 #include "core/token.hpp"
 
 #include "nginx/conf.hpp"
@@ -11,22 +16,62 @@
 namespace session::ngx {
 namespace {
 
-// Everything below lives in shared memory: plain data, offsets valid in
-// every worker because the zone is mapped before fork().
+using Digest = std::array<unsigned char, 32>;
+
+// What an entry's digest is a digest of: keeps the namespaces apart even if
+// two digests computed differently were ever equal.
+enum KeyKind : u_char { kOpaqueKey = 0, kOverlayKey = 1, kClaimsKey = 2 };
+
+// Everything below lives in shared memory: plain data, and pointers only
+// into this zone, which is mapped at the same address in every worker
+// (before fork()).
+
+// The entries of one user (JWT overlay entries by `sub`, opaque sessions by
+// their `user_id`), so that a user revocation visits only those. A node
+// lives exactly as long as it has entries: the zone's own LRU bounds them.
+struct UserNode {
+    ngx_rbtree_node_t node;  // key: the digest's first bytes
+    ngx_queue_t entries;     // Entry::by_user
+    u_char digest[32];       // keyed digest of the user id
+};
+
 struct Entry {
-    ngx_queue_t lru;
+    ngx_rbtree_node_t node;  // key: the digest's first bytes
+    ngx_queue_t lru;         // in CacheShared::lru or ::negative_lru
+    ngx_queue_t by_user;     // in user->entries when user != nullptr
+    UserNode* user;
     ngx_msec_t fresh_until;  // ngx_current_msec (monotonic, shared by workers)
     ngx_msec_t stale_until;
-    std::uint32_t token_len;
     std::uint32_t flat_len;
-    u_char data[1];  // token, then flat record
+    std::uint32_t charge;  // bytes counted in negative_bytes; 0 if positive
+    u_char kind;           // KeyKind
+    u_char negative;
+    // A keyed digest of the key, never the key itself: a token costs the
+    // same whatever its length, and the zone holds no credential.
+    u_char digest[32];
+    u_char flat[1];
 };
 
 struct CacheShared {
-    ngx_rbtree_t rbtree;
+    ngx_rbtree_t rbtree;  // of Entry
     ngx_rbtree_node_t sentinel;
-    ngx_queue_t lru;          // most recently used first
+    ngx_rbtree_t users;  // of UserNode
+    ngx_rbtree_node_t users_sentinel;
+    ngx_queue_t lru;           // positive entries, most recently used first
+    ngx_queue_t negative_lru;  // entries for sessions that do not exist
+    // Negative entries cost what anyone can make them cost (any random
+    // token): they get a bounded share of the zone and evict each other,
+    // never a positive entry.
+    std::size_t negative_bytes;
+    std::size_t negative_budget;
     ngx_atomic_t generation;  // revocations applied; see cache_generation()
+    // Drawn when the zone is created, kept across reloads: every worker of
+    // every cycle computes the same digests, and nobody outside can aim
+    // keys at one tree node.
+    u_char secret[32];
+    // Of the Redis the entries were read from (address, db, prefix): a
+    // reload that points elsewhere must not serve them.
+    u_char redis_fingerprint[32];
 };
 
 // Per cycle, in the configuration pool; zone->data points here.
@@ -37,32 +82,67 @@ struct CacheZone {
     ngx_msec_t ttl;
     ngx_msec_t negative_ttl;
     ngx_msec_t stale;
+    const MainConf* main;      // this cycle's, read once its configuration is complete
+    Digest secret;             // copies of the shared secret, read without the lock
+    Digest user_secret;        // derived from it, for user ids
+    Digest redis_fingerprint;  // this cycle's session_redis
 };
 
-Entry* entry_of(ngx_rbtree_node_t* node) noexcept {
-    return reinterpret_cast<Entry*>(node + 1);
+struct EntryKey {
+    Digest digest;
+    u_char kind = kOpaqueKey;
+    bool usable = false;  // false: OpenSSL failed, the key cannot be looked up
+};
+
+EntryKey key_of(const CacheZone* z, std::string_view key) noexcept {
+    EntryKey k;
+    if (key.size() == 1 + k.digest.size() && key.front() == kClaimsKeyTag) {
+        // Already a SHA-256 digest of the token's signature (jwt_access.cpp).
+        k.kind = kClaimsKey;
+        ngx_memcpy(k.digest.data(), key.data() + 1, k.digest.size());
+        k.usable = true;
+        return k;
+    }
+    k.kind = !key.empty() && key.front() == kOverlayKeyTag ? kOverlayKey : kOpaqueKey;
+    // SHA-256 over the zone's secret then the key: a keyed digest (no
+    // length extension matters, digests never leave the zone).
+    k.usable = core::token_digest(z->secret, key, k.digest);
+    return k;
 }
 
-ngx_rbtree_node_t* node_of(Entry* entry) noexcept {
-    return reinterpret_cast<ngx_rbtree_node_t*>(entry) - 1;
+bool user_digest(const CacheZone* z, std::string_view user_id, Digest& out) noexcept {
+    return core::token_digest(z->user_secret, user_id, out);
 }
 
-std::string_view token_of(const Entry* e) noexcept {
-    return {reinterpret_cast<const char*>(e->data), e->token_len};
+ngx_rbtree_key_t tree_key(const u_char* digest) noexcept {
+    ngx_rbtree_key_t key;
+    ngx_memcpy(&key, digest, sizeof(key));
+    return key;
+}
+
+int compare(u_char kind, const u_char* digest, const Entry* e) noexcept {
+    if (kind != e->kind) {
+        return kind < e->kind ? -1 : 1;
+    }
+    return ngx_memcmp(digest, e->digest, sizeof(e->digest));
 }
 
 bool msec_reached(ngx_msec_t now, ngx_msec_t deadline) noexcept {
     return static_cast<ngx_msec_int_t>(now - deadline) >= 0;
 }
 
-void insert_value(ngx_rbtree_node_t* temp, ngx_rbtree_node_t* node,
-                  ngx_rbtree_node_t* sentinel) noexcept {
+// The insert of both trees: ties on the tree key are broken by the whole
+// digest (and the kind, for entries).
+template <typename Node, int (*Less)(const Node*, const Node*)>
+void insert_by_digest(ngx_rbtree_node_t* temp, ngx_rbtree_node_t* node,
+                      ngx_rbtree_node_t* sentinel) noexcept {
     for (;;) {
         ngx_rbtree_node_t** p;
         if (node->key != temp->key) {
             p = (node->key < temp->key) ? &temp->left : &temp->right;
         } else {
-            p = (token_of(entry_of(node)) < token_of(entry_of(temp))) ? &temp->left : &temp->right;
+            p = Less(reinterpret_cast<Node*>(node), reinterpret_cast<Node*>(temp)) ? &temp->left
+                                                                                   : &temp->right;
         }
         if (*p == sentinel) {
             *p = node;
@@ -76,7 +156,16 @@ void insert_value(ngx_rbtree_node_t* temp, ngx_rbtree_node_t* node,
     ngx_rbt_red(node);
 }
 
-Entry* find_locked(CacheZone* z, uint32_t hash, std::string_view token) noexcept {
+int entry_less(const Entry* a, const Entry* b) noexcept {
+    return compare(a->kind, a->digest, b) < 0;
+}
+
+int user_less(const UserNode* a, const UserNode* b) noexcept {
+    return ngx_memcmp(a->digest, b->digest, sizeof(a->digest)) < 0;
+}
+
+Entry* find_locked(CacheZone* z, const EntryKey& key) noexcept {
+    ngx_rbtree_key_t hash = tree_key(key.digest.data());
     ngx_rbtree_node_t* node = z->sh->rbtree.root;
     ngx_rbtree_node_t* sentinel = z->sh->rbtree.sentinel;
     while (node != sentinel) {
@@ -84,8 +173,8 @@ Entry* find_locked(CacheZone* z, uint32_t hash, std::string_view token) noexcept
             node = (hash < node->key) ? node->left : node->right;
             continue;
         }
-        Entry* e = entry_of(node);
-        int cmp = token.compare(token_of(e));
+        auto* e = reinterpret_cast<Entry*>(node);
+        int cmp = compare(key.kind, key.digest.data(), e);
         if (cmp == 0) {
             return e;
         }
@@ -94,92 +183,228 @@ Entry* find_locked(CacheZone* z, uint32_t hash, std::string_view token) noexcept
     return nullptr;
 }
 
-void delete_locked(CacheZone* z, Entry* e) noexcept {
-    ngx_queue_remove(&e->lru);
-    ngx_rbtree_node_t* node = node_of(e);
-    ngx_rbtree_delete(&z->sh->rbtree, node);
-    ngx_slab_free_locked(z->shpool, node);
+UserNode* find_user_locked(CacheZone* z, const Digest& digest) noexcept {
+    ngx_rbtree_key_t hash = tree_key(digest.data());
+    ngx_rbtree_node_t* node = z->sh->users.root;
+    ngx_rbtree_node_t* sentinel = z->sh->users.sentinel;
+    while (node != sentinel) {
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+        auto* u = reinterpret_cast<UserNode*>(node);
+        int cmp = ngx_memcmp(digest.data(), u->digest, digest.size());
+        if (cmp == 0) {
+            return u;
+        }
+        node = (cmp < 0) ? node->left : node->right;
+    }
+    return nullptr;
 }
 
-// Frees entries past their stale window from the LRU tail; with `force`,
-// frees the least recently used entry whatever its age (out of memory).
-void expire_locked(CacheZone* z, bool force, ngx_uint_t max) noexcept {
+void delete_locked(CacheZone* z, Entry* e) noexcept {
+    ngx_queue_remove(&e->lru);
+    ngx_rbtree_delete(&z->sh->rbtree, &e->node);
+    z->sh->negative_bytes -= e->charge;
+    if (UserNode* u = e->user; u != nullptr) {
+        ngx_queue_remove(&e->by_user);
+        if (ngx_queue_empty(&u->entries)) {
+            ngx_rbtree_delete(&z->sh->users, &u->node);
+            ngx_slab_free_locked(z->shpool, u);
+        }
+    }
+    ngx_slab_free_locked(z->shpool, e);
+}
+
+void delete_all_locked(CacheZone* z) noexcept {
+    for (ngx_queue_t* queue : {&z->sh->lru, &z->sh->negative_lru}) {
+        while (!ngx_queue_empty(queue)) {
+            delete_locked(z, ngx_queue_data(ngx_queue_last(queue), Entry, lru));
+        }
+    }
+}
+
+// Frees entries past their stale window from the tail of `queue`.
+void expire_locked(CacheZone* z, ngx_queue_t* queue, ngx_uint_t max) noexcept {
     ngx_msec_t now = ngx_current_msec;
-    for (ngx_uint_t n = 0; n < max && !ngx_queue_empty(&z->sh->lru); ++n) {
-        ngx_queue_t* q = ngx_queue_last(&z->sh->lru);
-        Entry* e = ngx_queue_data(q, Entry, lru);
-        if (!force && !msec_reached(now, e->stale_until)) {
+    for (ngx_uint_t n = 0; n < max && !ngx_queue_empty(queue); ++n) {
+        Entry* e = ngx_queue_data(ngx_queue_last(queue), Entry, lru);
+        if (!msec_reached(now, e->stale_until)) {
             return;
         }
-        force = false;
         delete_locked(z, e);
     }
 }
 
-Entry* alloc_locked(CacheZone* z, std::size_t token_len, std::size_t flat_len) noexcept {
-    std::size_t size = sizeof(ngx_rbtree_node_t) + offsetof(Entry, data) + token_len + flat_len;
-    void* mem = ngx_slab_alloc_locked(z->shpool, size);
-    for (int attempt = 0; mem == nullptr && attempt < 8 && !ngx_queue_empty(&z->sh->lru);
-         ++attempt) {
-        expire_locked(z, true, 1);
-        mem = ngx_slab_alloc_locked(z->shpool, size);
-    }
-    if (mem == nullptr) {
-        return nullptr;
-    }
-    return entry_of(static_cast<ngx_rbtree_node_t*>(mem));
+void expire_some_locked(CacheZone* z) noexcept {
+    expire_locked(z, &z->sh->lru, 2);
+    expire_locked(z, &z->sh->negative_lru, 2);
 }
 
-void store_locked(CacheZone* z, std::uint32_t hash, std::string_view token,
-                  const unsigned char* flat, std::size_t flat_len, ngx_msec_t fresh_until,
+// Frees the least recently used entry of `queue` whatever its age.
+bool evict_locked(CacheZone* z, ngx_queue_t* queue) noexcept {
+    if (ngx_queue_empty(queue)) {
+        return false;
+    }
+    delete_locked(z, ngx_queue_data(ngx_queue_last(queue), Entry, lru));
+    return true;
+}
+
+// What the slab allocator takes for `size` bytes (powers of two up to half
+// a page, whole pages above), so that the negative share is counted in
+// what it really costs.
+std::size_t slab_charge(std::size_t size) noexcept {
+    if (size > ngx_pagesize / 2) {
+        return (size + ngx_pagesize - 1) / ngx_pagesize * ngx_pagesize;
+    }
+    std::size_t charge = 8;
+    while (charge < size) {
+        charge <<= 1;
+    }
+    return charge;
+}
+
+// A positive entry evicts positive entries (then negative ones when there
+// is no positive entry left); a negative entry only negative ones, first
+// to stay within its share.
+void* alloc_locked(CacheZone* z, std::size_t size, bool negative) noexcept {
+    CacheShared* sh = z->sh;
+    if (negative) {
+        std::size_t charge = slab_charge(size);
+        if (charge > sh->negative_budget) {
+            return nullptr;
+        }
+        while (sh->negative_bytes + charge > sh->negative_budget &&
+               evict_locked(z, &sh->negative_lru)) {
+        }
+    }
+    void* mem = ngx_slab_alloc_locked(z->shpool, size);
+    for (int attempt = 0; mem == nullptr && attempt < 8; ++attempt) {
+        bool evicted = negative ? evict_locked(z, &sh->negative_lru)
+                                : evict_locked(z, &sh->lru) || evict_locked(z, &sh->negative_lru);
+        if (!evicted) {
+            break;
+        }
+        mem = ngx_slab_alloc_locked(z->shpool, size);
+    }
+    return mem;
+}
+
+UserNode* user_node_locked(CacheZone* z, const Digest& digest) noexcept {
+    if (UserNode* u = find_user_locked(z, digest); u != nullptr) {
+        return u;
+    }
+    auto* u = static_cast<UserNode*>(alloc_locked(z, sizeof(UserNode), false));
+    if (u == nullptr) {
+        return nullptr;
+    }
+    ngx_memcpy(u->digest, digest.data(), digest.size());
+    ngx_queue_init(&u->entries);
+    u->node.key = tree_key(u->digest);
+    ngx_rbtree_insert(&z->sh->users, &u->node);
+    return u;
+}
+
+// `user`: the digest of the entry's user id, or nullptr when it has none.
+void store_locked(CacheZone* z, const EntryKey& key, const Digest* user, const unsigned char* flat,
+                  std::size_t flat_len, bool negative, ngx_msec_t fresh_until,
                   ngx_msec_t stale_until) noexcept {
-    Entry* e = alloc_locked(z, token.size(), flat_len);
+    std::size_t size = offsetof(Entry, flat) + flat_len;
+    auto* e = static_cast<Entry*>(alloc_locked(z, size, negative));
     if (e == nullptr) {
         return;
     }
+    // After the entry's allocation, whose evictions may free user nodes.
+    // An entry whose user cannot be indexed is not stored: a revocation of
+    // that user would not find it.
+    e->user = nullptr;
+    if (user != nullptr) {
+        e->user = user_node_locked(z, *user);
+        if (e->user == nullptr) {
+            ngx_slab_free_locked(z->shpool, e);
+            return;
+        }
+        ngx_queue_insert_tail(&e->user->entries, &e->by_user);
+    }
     e->fresh_until = fresh_until;
     e->stale_until = stale_until;
-    e->token_len = static_cast<std::uint32_t>(token.size());
     e->flat_len = static_cast<std::uint32_t>(flat_len);
-    ngx_memcpy(e->data, token.data(), token.size());
-    ngx_memcpy(e->data + token.size(), flat, flat_len);
-    ngx_rbtree_node_t* node = node_of(e);
-    node->key = hash;
-    ngx_rbtree_insert(&z->sh->rbtree, node);
-    ngx_queue_insert_head(&z->sh->lru, &e->lru);
+    e->charge = negative ? static_cast<std::uint32_t>(slab_charge(size)) : 0;
+    e->kind = key.kind;
+    e->negative = negative;
+    ngx_memcpy(e->digest, key.digest.data(), key.digest.size());
+    ngx_memcpy(e->flat, flat, flat_len);
+    e->node.key = tree_key(e->digest);
+    ngx_rbtree_insert(&z->sh->rbtree, &e->node);
+    ngx_queue_insert_head(negative ? &z->sh->negative_lru : &z->sh->lru, &e->lru);
+    z->sh->negative_bytes += e->charge;
 }
 
-std::uint32_t hash_of(std::string_view token) noexcept {
-    if (token.size() == 33 && token.front() == kClaimsKeyTag) {
-        // Already a SHA-256 digest: its first bytes are as good a hash.
-        std::uint32_t hash;
-        ngx_memcpy(&hash, token.data() + 1, sizeof(hash));
-        return hash;
+// The user an entry belongs to, decoded before the lock is taken: the
+// subject of a JWT overlay entry, the user_id of an opaque session.
+// Negative and claims entries have none (nothing to revoke by user).
+bool user_of(const CacheZone* z, const EntryKey& key, const unsigned char* flat,
+             std::size_t flat_len, bool negative, Digest& out) noexcept {
+    std::string_view user_id;
+    if (negative || key.kind == kClaimsKey) {
+        return false;
     }
-    return ngx_crc32_short(reinterpret_cast<u_char*>(const_cast<char*>(token.data())),
-                           token.size());
+    if (key.kind == kOverlayKey) {
+        if (!core::overlay_flat_subject(flat, flat_len, user_id)) return false;
+    } else {
+        core::LookupRecord record;
+        if (!core::flat_decode(flat, flat_len, record)) return false;
+        auto id = record.get(core::SessionField::user_id);
+        if (!id) return false;
+        user_id = *id;
+    }
+    return !user_id.empty() && user_digest(z, user_id, out);
 }
 
-ngx_int_t init_zone(ngx_shm_zone_t* shm_zone, void* old_data) noexcept {
-    auto* z = static_cast<CacheZone*>(shm_zone->data);
-    if (old_data != nullptr) {
-        auto* old = static_cast<CacheZone*>(old_data);
-        z->sh = old->sh;  // reload: keep the entries
-        z->shpool = old->shpool;
-        return NGX_OK;
+Digest redis_fingerprint(const RedisConf& redis) noexcept {
+    // Chained rather than concatenated: each piece is hashed on its own
+    // after the previous digest, so no two configurations run together.
+    Digest fp{};
+    u_char number[2 * NGX_INT_T_LEN + 2];
+    u_char* end = ngx_sprintf(number, "%i %i", redis.port, redis.db);
+    std::string_view pieces[] = {
+        to_view(redis.host),
+        to_view(redis.unix_path),
+        to_view(redis.prefix),
+        {reinterpret_cast<char*>(number), static_cast<std::size_t>(end - number)}};
+    for (std::string_view piece : pieces) {
+        Digest next;
+        if (!core::token_digest(fp, piece, next)) {
+            return Digest{};
+        }
+        fp = next;
     }
-    z->shpool = reinterpret_cast<ngx_slab_pool_t*>(shm_zone->shm.addr);
-    if (shm_zone->shm.exists) {
-        z->sh = static_cast<CacheShared*>(z->shpool->data);
-        return NGX_OK;
-    }
-    z->sh = static_cast<CacheShared*>(ngx_slab_alloc(z->shpool, sizeof(CacheShared)));
+    return fp;
+}
+
+// Whether this cycle's session_redis is the one the entries came from.
+bool same_redis_locked(const CacheZone* z) noexcept {
+    return ngx_memcmp(z->sh->redis_fingerprint, z->redis_fingerprint.data(),
+                      z->redis_fingerprint.size()) == 0;
+}
+
+ngx_int_t init_shared(ngx_shm_zone_t* shm_zone, CacheZone* z) noexcept {
+    z->sh = static_cast<CacheShared*>(ngx_slab_calloc(z->shpool, sizeof(CacheShared)));
     if (z->sh == nullptr) {
         return NGX_ERROR;
     }
     z->shpool->data = z->sh;
-    ngx_rbtree_init(&z->sh->rbtree, &z->sh->sentinel, insert_value);
+    ngx_rbtree_init(&z->sh->rbtree, &z->sh->sentinel, (insert_by_digest<Entry, entry_less>));
+    ngx_rbtree_init(&z->sh->users, &z->sh->users_sentinel, (insert_by_digest<UserNode, user_less>));
     ngx_queue_init(&z->sh->lru);
+    ngx_queue_init(&z->sh->negative_lru);
+    z->sh->negative_budget = shm_zone->shm.size / 8;
+    if (RAND_bytes(z->sh->secret, sizeof(z->sh->secret)) != 1) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "session_cache_zone \"%V\": RAND_bytes() failed", &z->name);
+        return NGX_ERROR;
+    }
+    ngx_memcpy(z->sh->redis_fingerprint, z->redis_fingerprint.data(), z->redis_fingerprint.size());
 
     static const char kLogCtx[] = " in session_cache_zone \"";
     std::size_t len = sizeof(kLogCtx) - 1 + z->name.len + 2;
@@ -189,6 +414,48 @@ ngx_int_t init_zone(ngx_shm_zone_t* shm_zone, void* old_data) noexcept {
     }
     ngx_sprintf(z->shpool->log_ctx, " in session_cache_zone \"%V\"%Z", &z->name);
     z->shpool->log_nomem = 0;  // a full cache evicts; not worth a log line
+    return NGX_OK;
+}
+
+ngx_int_t init_zone(ngx_shm_zone_t* shm_zone, void* old_data) noexcept {
+    auto* z = static_cast<CacheZone*>(shm_zone->data);
+    // The whole configuration is parsed by now, wherever session_redis
+    // stood relative to this zone's directive.
+    z->redis_fingerprint = redis_fingerprint(z->main->redis);
+    if (old_data != nullptr) {
+        auto* old = static_cast<CacheZone*>(old_data);
+        z->sh = old->sh;  // reload: keep the entries
+        z->shpool = old->shpool;
+    } else {
+        z->shpool = reinterpret_cast<ngx_slab_pool_t*>(shm_zone->shm.addr);
+        if (!shm_zone->shm.exists) {
+            if (init_shared(shm_zone, z) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+        z->sh = static_cast<CacheShared*>(z->shpool->data);
+    }
+    ngx_memcpy(z->secret.data(), z->sh->secret, z->secret.size());
+    static constexpr std::string_view kUserKeys = "user ids";
+    if (!core::token_digest(z->secret, kUserKeys, z->user_secret)) {
+        return NGX_ERROR;
+    }
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+    if (!same_redis_locked(z)) {
+        // Another Redis (address, db or prefix): what the old one said
+        // about a token is no answer here, not even a stale one. Old
+        // workers still finishing requests store nothing more (cache_put
+        // compares the fingerprint), and their lookups in flight were
+        // noted before this generation.
+        ++z->sh->generation;
+        delete_all_locked(z);
+        ngx_memcpy(z->sh->redis_fingerprint, z->redis_fingerprint.data(),
+                   z->redis_fingerprint.size());
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "session_cache_zone \"%V\" emptied: session_redis changed", &z->name);
+    }
+    ngx_shmtx_unlock(&z->shpool->mutex);
     return NGX_OK;
 }
 
@@ -219,19 +486,17 @@ bool zone_declared(ngx_conf_t* cf, const ngx_str_t& name) noexcept {
     return false;
 }
 
-// Copies the entry of `token` into `buffer` (of *room bytes). When it does
+// Copies the entry of `key` into `buffer` (of *room bytes). When it does
 // not fit, returns a miss with *room set to the size needed; *room is 0 for
 // a real miss.
-CacheRead copy_out(ngx_shm_zone_t* zone, std::string_view token, unsigned char* buffer,
+CacheRead copy_out(CacheZone* z, const EntryKey& key, unsigned char* buffer,
                    std::size_t* room) noexcept {
     CacheRead out;
-    auto* z = static_cast<CacheZone*>(zone->data);
-    std::uint32_t hash = hash_of(token);
     ngx_msec_t now = ngx_current_msec;
     std::size_t needed = 0;
 
     ngx_shmtx_lock(&z->shpool->mutex);
-    Entry* e = find_locked(z, hash, token);
+    Entry* e = find_locked(z, key);
     if (e != nullptr && msec_reached(now, e->stale_until)) {
         delete_locked(z, e);
         e = nullptr;
@@ -239,16 +504,28 @@ CacheRead copy_out(ngx_shm_zone_t* zone, std::string_view token, unsigned char* 
     if (e != nullptr && e->flat_len > *room) {
         needed = e->flat_len;
     } else if (e != nullptr) {
-        ngx_memcpy(buffer, e->data + e->token_len, e->flat_len);
+        ngx_memcpy(buffer, e->flat, e->flat_len);
         out.flat = buffer;
         out.flat_len = e->flat_len;
         out.state = msec_reached(now, e->fresh_until) ? CacheState::stale : CacheState::fresh;
         ngx_queue_remove(&e->lru);
-        ngx_queue_insert_head(&z->sh->lru, &e->lru);
+        ngx_queue_insert_head(e->negative ? &z->sh->negative_lru : &z->sh->lru, &e->lru);
     }
     ngx_shmtx_unlock(&z->shpool->mutex);
     *room = needed;
     return out;
+}
+
+// Stores `key`'s record; the caller holds the lock and has checked the
+// generation.
+void put_locked(CacheZone* z, const EntryKey& key, const Digest* user, const unsigned char* flat,
+                std::size_t flat_len, bool negative, ngx_msec_t fresh_until,
+                ngx_msec_t stale_until) noexcept {
+    expire_some_locked(z);
+    if (Entry* old = find_locked(z, key); old != nullptr) {
+        delete_locked(z, old);
+    }
+    store_locked(z, key, user, flat, flat_len, negative, fresh_until, stale_until);
 }
 
 }  // namespace
@@ -323,10 +600,11 @@ char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexc
                            &cmd->name);
         return static_cast<char*>(NGX_CONF_ERROR);
     }
+    auto* mcf = static_cast<MainConf*>(conf);
+    z->main = mcf;
     shm_zone->init = init_zone;
     shm_zone->data = z;
 
-    auto* mcf = static_cast<MainConf*>(conf);
     if (mcf->cache_zones == nullptr) {
         mcf->cache_zones = ngx_array_create(cf->pool, 2, sizeof(ngx_shm_zone_t*));
         if (mcf->cache_zones == nullptr) {
@@ -342,12 +620,17 @@ char* cache_zone_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexc
 }
 
 CacheRead cache_get(ngx_shm_zone_t* zone, std::string_view token, ngx_pool_t* pool) noexcept {
+    auto* z = static_cast<CacheZone*>(zone->data);
+    EntryKey key = key_of(z, token);
+    if (!key.usable) {
+        return {};
+    }
     // The lock is shared by all workers: never held across an allocation.
     // A typical entry is copied to the stack under the lock, then to the
     // pool; a larger one costs a second, sized attempt.
     unsigned char stack[1024];
     std::size_t room = sizeof(stack);
-    CacheRead out = copy_out(zone, token, stack, &room);
+    CacheRead out = copy_out(z, key, stack, &room);
     if (out.state != CacheState::miss) {
         auto* copy = static_cast<unsigned char*>(ngx_pnalloc(pool, out.flat_len + 1));
         if (copy == nullptr) {
@@ -364,7 +647,7 @@ CacheRead cache_get(ngx_shm_zone_t* zone, std::string_view token, ngx_pool_t* po
     if (copy == nullptr) {
         return {};
     }
-    out = copy_out(zone, token, copy, &room);
+    out = copy_out(z, key, copy, &room);
     return out.state != CacheState::miss ? out : CacheRead{};
 }
 
@@ -379,19 +662,19 @@ void cache_put(ngx_shm_zone_t* zone, std::string_view token, const unsigned char
     if (ttl == 0) {
         return;
     }
-    std::uint32_t hash = hash_of(token);
+    EntryKey key = key_of(z, token);
+    Digest user;
+    bool has_user = user_of(z, key, flat, flat_len, negative, user);
+    if (!key.usable) {
+        return;
+    }
     ngx_msec_t now = ngx_current_msec;
 
     ngx_shmtx_lock(&z->shpool->mutex);
-    if (z->sh->generation != generation) {
-        ngx_shmtx_unlock(&z->shpool->mutex);
-        return;
+    if (z->sh->generation == generation && same_redis_locked(z)) {
+        put_locked(z, key, has_user ? &user : nullptr, flat, flat_len, negative, now + ttl,
+                   now + ttl + z->stale);
     }
-    expire_locked(z, false, 2);
-    if (Entry* old = find_locked(z, hash, token); old != nullptr) {
-        delete_locked(z, old);
-    }
-    store_locked(z, hash, token, flat, flat_len, now + ttl, now + ttl + z->stale);
     ngx_shmtx_unlock(&z->shpool->mutex);
 }
 
@@ -399,15 +682,23 @@ void cache_replace_keep_expiry(ngx_shm_zone_t* zone, std::string_view token,
                                const unsigned char* flat, std::size_t flat_len,
                                ngx_atomic_uint_t generation) noexcept {
     auto* z = static_cast<CacheZone*>(zone->data);
-    std::uint32_t hash = hash_of(token);
+    EntryKey key = key_of(z, token);
+    Digest user;
+    bool has_user = user_of(z, key, flat, flat_len, false, user);
+    if (!key.usable) {
+        return;
+    }
 
     ngx_shmtx_lock(&z->shpool->mutex);
-    Entry* old = z->sh->generation == generation ? find_locked(z, hash, token) : nullptr;
+    Entry* old =
+        z->sh->generation == generation && same_redis_locked(z) ? find_locked(z, key) : nullptr;
     if (old != nullptr) {
         ngx_msec_t fresh_until = old->fresh_until;
         ngx_msec_t stale_until = old->stale_until;
+        bool negative = old->negative;
         delete_locked(z, old);
-        store_locked(z, hash, token, flat, flat_len, fresh_until, stale_until);
+        store_locked(z, key, has_user && !negative ? &user : nullptr, flat, flat_len, negative,
+                     fresh_until, stale_until);
     }
     ngx_shmtx_unlock(&z->shpool->mutex);
 }
@@ -418,15 +709,14 @@ void cache_put_for(ngx_shm_zone_t* zone, std::string_view key, const unsigned ch
     if (ttl_ms == 0) {
         return;
     }
-    std::uint32_t hash = hash_of(key);
+    EntryKey k = key_of(z, key);
+    if (!k.usable) {
+        return;
+    }
     ngx_msec_t now = ngx_current_msec;
 
     ngx_shmtx_lock(&z->shpool->mutex);
-    expire_locked(z, false, 2);
-    if (Entry* old = find_locked(z, hash, key); old != nullptr) {
-        delete_locked(z, old);
-    }
-    store_locked(z, hash, key, flat, flat_len, now + ttl_ms, now + ttl_ms);
+    put_locked(z, k, nullptr, flat, flat_len, false, now + ttl_ms, now + ttl_ms);
     ngx_shmtx_unlock(&z->shpool->mutex);
 }
 
@@ -440,15 +730,17 @@ void cache_remove(ngx_shm_zone_t* zone, std::string_view token) noexcept {
         ngx_memcpy(overlay_key + 1, token.data(), token.size());
         overlay_len = 1 + token.size();
     }
-    std::string_view overlay(reinterpret_cast<char*>(overlay_key), overlay_len);
+    EntryKey opaque = key_of(z, token);
+    EntryKey overlay = key_of(z, {reinterpret_cast<char*>(overlay_key), overlay_len});
+    if (!opaque.usable || !overlay.usable || overlay_len == 0) {
+        cache_expire_all(zone);  // cannot find the entry: trust none
+        return;
+    }
 
     ngx_shmtx_lock(&z->shpool->mutex);
     ++z->sh->generation;
-    if (Entry* e = find_locked(z, hash_of(token), token); e != nullptr) {
-        delete_locked(z, e);
-    }
-    if (overlay_len > 0) {
-        if (Entry* e = find_locked(z, hash_of(overlay), overlay); e != nullptr) {
+    for (const EntryKey* key : {&opaque, &overlay}) {
+        if (Entry* e = find_locked(z, *key); e != nullptr) {
             delete_locked(z, e);
         }
     }
@@ -461,38 +753,31 @@ void cache_expire_all(ngx_shm_zone_t* zone) noexcept {
     ngx_shmtx_lock(&z->shpool->mutex);
     // A lookup in flight may hold an answer older than what was missed.
     ++z->sh->generation;
-    for (ngx_queue_t* q = ngx_queue_head(&z->sh->lru); q != ngx_queue_sentinel(&z->sh->lru);
-         q = ngx_queue_next(q)) {
-        Entry* e = ngx_queue_data(q, Entry, lru);
-        if (!msec_reached(now, e->fresh_until)) e->fresh_until = now;
+    for (ngx_queue_t* queue : {&z->sh->lru, &z->sh->negative_lru}) {
+        for (ngx_queue_t* q = ngx_queue_head(queue); q != ngx_queue_sentinel(queue);
+             q = ngx_queue_next(q)) {
+            Entry* e = ngx_queue_data(q, Entry, lru);
+            if (!msec_reached(now, e->fresh_until)) e->fresh_until = now;
+        }
     }
     ngx_shmtx_unlock(&z->shpool->mutex);
 }
 
 void cache_remove_user(ngx_shm_zone_t* zone, std::string_view user_id) noexcept {
     auto* z = static_cast<CacheZone*>(zone->data);
+    Digest digest;
+    if (!user_digest(z, user_id, digest)) {
+        cache_expire_all(zone);  // cannot find the user's entries: trust none
+        return;
+    }
     ngx_shmtx_lock(&z->shpool->mutex);
     ++z->sh->generation;
-    ngx_queue_t* q = ngx_queue_head(&z->sh->lru);
-    while (q != ngx_queue_sentinel(&z->sh->lru)) {
-        Entry* e = ngx_queue_data(q, Entry, lru);
-        q = ngx_queue_next(q);
-        const unsigned char* value = e->data + e->token_len;
-        std::string_view key = token_of(e);
-        if (!key.empty() && key.front() == kClaimsKeyTag) {
-            continue;  // claims only: the overlay entry carries the user's state
-        }
-        if (!key.empty() && key.front() == kOverlayKeyTag) {
-            std::string_view sub;
-            if (core::overlay_flat_subject(value, e->flat_len, sub) && sub == user_id) {
-                delete_locked(z, e);
-            }
-            continue;
-        }
-        core::LookupRecord record;
-        if (core::flat_decode(value, e->flat_len, record) &&
-            record.get(core::SessionField::user_id) == user_id) {
-            delete_locked(z, e);
+    if (UserNode* u = find_user_locked(z, digest); u != nullptr) {
+        // The node is freed with its last entry.
+        for (bool last = false; !last;) {
+            ngx_queue_t* q = ngx_queue_head(&u->entries);
+            last = ngx_queue_next(q) == ngx_queue_sentinel(&u->entries);
+            delete_locked(z, ngx_queue_data(q, Entry, by_user));
         }
     }
     ngx_shmtx_unlock(&z->shpool->mutex);

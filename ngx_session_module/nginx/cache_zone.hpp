@@ -1,7 +1,11 @@
 // The session cache: a shared-memory zone (session_cache_zone) that all
 // workers read and write, in the manner of limit_req's zones: a red-black
-// tree keyed by a hash of the token, an LRU queue, a TTL per entry, negative
-// entries with their own TTL, and a stale window for when Redis cannot answer.
+// tree keyed by a keyed digest of the token (the token itself is never
+// stored), an LRU queue, a TTL per entry, negative entries with their own TTL
+// and their own bounded share of the zone, a stale window for when Redis
+// cannot answer, and an index of entries by user for user revocations. A
+// reload that points session_redis at another address, db or prefix empties
+// the zone.
 #pragma once
 
 #include "nginx/ngx.hpp"
@@ -44,8 +48,10 @@ ngx_atomic_uint_t cache_generation(ngx_shm_zone_t* zone) noexcept;
 
 // Stores (or replaces) the flat record of `token`, unless the zone applied a
 // revocation since `generation`. `negative`: the session does not exist,
-// kept for negative_ttl. Failure to allocate is not an error: the entry is
-// simply not cached.
+// kept for negative_ttl, within an eighth of the zone where negative entries
+// evict each other and never a positive one. A positive entry is indexed
+// under its user (the session's user_id, an overlay entry's subject).
+// Failure to allocate is not an error: the entry is simply not cached.
 void cache_put(ngx_shm_zone_t* zone, std::string_view token, const unsigned char* flat,
                std::size_t flat_len, bool negative, ngx_atomic_uint_t generation) noexcept;
 
@@ -72,8 +78,8 @@ void cache_remove(ngx_shm_zone_t* zone, std::string_view token) noexcept;
 // Redis answers replaces it.
 void cache_expire_all(ngx_shm_zone_t* zone) noexcept;
 
-// Drops every entry of one user (banned, deleted, roles changed). Walks the
-// whole zone under its lock: fine for rare events, not for the request path.
+// Drops every entry of one user (banned, deleted, roles changed): visits
+// only that user's entries, through the zone's index by user.
 void cache_remove_user(ngx_shm_zone_t* zone, std::string_view user_id) noexcept;
 
 }  // namespace session::ngx
