@@ -36,6 +36,10 @@ bool session_hash_absent(const LookupRecord& record) noexcept {
 
 Outcome evaluate_overlay(const LookupRecord& overlay, std::string_view sub, JwtSessionMode mode,
                          std::int64_t now_ms) noexcept {
+    // Values with control bytes would reach headers raw: the record is not
+    // trusted at all (see evaluate in record.cpp).
+    if (!find_control_byte_field(overlay).empty()) return Outcome::invalid;
+
     const auto user_status = overlay.get(UserField::status);
     // Anything but absent or active refuses: a status this code does not know
     // (suspended, a typo) must not let a user through.

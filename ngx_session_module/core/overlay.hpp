@@ -22,6 +22,8 @@ enum class JwtSessionMode {
 
 // The verdict on the overlay read for a verified token whose subject is
 // `sub` (mode optional or required), at `now_ms`:
+// - invalid: a field of either hash holds a control byte
+//   (find_control_byte_field);
 // - revoked: the session hash has a status other than active, names another
 //   user than `sub`, or the user hash has a status other than active;
 // - expired: the session hash's expires_at has passed;

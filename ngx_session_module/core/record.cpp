@@ -78,6 +78,23 @@ OptionalNumber read_number(std::optional<std::string_view> text) noexcept {
     return number;
 }
 
+// What find_control_byte_field names, in the order of kSessionFieldNames and
+// kUserFieldNames (record_test checks that they agree).
+constexpr std::array<std::string_view, kSessionFieldCount> kSessionFieldLabels = {
+    "sess:user_id",      "sess:expires_at",     "sess:status",
+    "sess:idle_timeout", "sess:last_active_at", "sess:token_type"};
+constexpr std::array<std::string_view, kUserFieldCount> kUserFieldLabels = {
+    "user:role", "user:roles", "user:db_id", "user:email", "user:status"};
+
+bool has_control_byte(std::optional<std::string_view> value) noexcept {
+    if (!value.has_value()) return false;
+    for (char c : *value) {
+        const auto byte = static_cast<unsigned char>(c);
+        if (byte < 0x20 || byte == 0x7f) return true;
+    }
+    return false;
+}
+
 bool has_any_role(const LookupRecord& record, const Policy& policy) noexcept {
     // A location that asks for roles but hands none over is misconfigured:
     // refuse rather than pass everyone.
@@ -142,6 +159,16 @@ DecodeStatus decode_user_hmget(const redisReply* reply, LookupRecord& out) noexc
     return DecodeStatus::ok;
 }
 
+std::string_view find_control_byte_field(const LookupRecord& record) noexcept {
+    for (std::size_t i = 0; i < kSessionFieldCount; ++i) {
+        if (has_control_byte(record.session[i])) return kSessionFieldLabels[i];
+    }
+    for (std::size_t i = 0; i < kUserFieldCount; ++i) {
+        if (has_control_byte(record.user[i])) return kUserFieldLabels[i];
+    }
+    return {};
+}
+
 std::string_view outcome_name(Outcome outcome) noexcept {
     switch (outcome) {
         case Outcome::ok:
@@ -166,6 +193,9 @@ std::string_view outcome_name(Outcome outcome) noexcept {
 
 // Precedence, when several apply:
 //   invalid > revoked > expired > forbidden > ok.
+// - a control byte in any field first: the record is not something a writer
+//   following the contract produces, and its values must never reach a
+//   header, so nothing in it is trusted (not even a revocation).
 // - invalid first: a token_type other than absent or "opaque" says the id is
 //   not a credential ("jwt": an identity provider's session id, named in
 //   every token's sid claim and visible to the browser; anything else fails
@@ -182,6 +212,11 @@ std::string_view outcome_name(Outcome outcome) noexcept {
 // because a writer stored garbage.
 Verdict evaluate(const LookupRecord& record, std::int64_t now_ms, const Policy& policy) noexcept {
     Verdict verdict;
+
+    if (!find_control_byte_field(record).empty()) {
+        verdict.outcome = Outcome::invalid;
+        return verdict;
+    }
 
     const auto token_type = record.get(SessionField::token_type);
     if (token_type.has_value() && *token_type != "opaque") {
@@ -202,10 +237,13 @@ Verdict evaluate(const LookupRecord& record, std::int64_t now_ms, const Policy& 
         return verdict;
     }
 
+    // Anything but absent or active refuses, on both hashes: a status this
+    // code does not know (a future `suspended`, a typo) must not let a
+    // session or a user through.
     const auto session_status = record.get(SessionField::status);
     const auto user_status = record.get(UserField::status);
     if ((session_status.has_value() && *session_status != "active") ||
-        (user_status.has_value() && (*user_status == "banned" || *user_status == "deleted"))) {
+        (user_status.has_value() && *user_status != "active")) {
         verdict.outcome = Outcome::revoked;
         return verdict;
     }

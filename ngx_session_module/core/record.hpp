@@ -78,10 +78,10 @@ enum class Outcome {
     ok,         // valid session, role (if required) held
     missing,    // no token in the request
     invalid,    // bad token syntax, or no such session (or a record without
-                // user_id / a numeric expires_at, or whose token_type says
-                // the id is not a credential)
+                // user_id / a numeric expires_at, whose token_type says the
+                // id is not a credential, or with a control byte in a field)
     expired,    // expires_at passed, or idle_timeout passed since last_active_at
-    revoked,    // session status not active, or user banned or deleted
+    revoked,    // session or user status other than absent or active
     forbidden,  // valid session without any of the required roles
     error,      // Redis could not answer
     stale,      // ok, from a cache entry past its TTL while Redis could not answer
@@ -108,6 +108,13 @@ struct Verdict {
 // presented the session id itself as its token (the opaque check). Never
 // returns missing, error or stale: those come from the caller.
 Verdict evaluate(const LookupRecord& record, std::int64_t now_ms, const Policy& policy) noexcept;
+
+// The name of the first field ("sess:<field>" or "user:<field>") holding a
+// byte below 0x20 or 0x7f, or an empty view when every field is clean.
+// Such a value would reach $session_user_* and from there a request header
+// raw (CR/LF split it); evaluate() and evaluate_overlay() refuse the record
+// as `invalid`, and the caller uses this to say which field, never its value.
+std::string_view find_control_byte_field(const LookupRecord& record) noexcept;
 
 // True when the user holds `role`: the user's `role` field, or one of the
 // space-separated words of `roles`.

@@ -57,7 +57,8 @@ std::optional<std::string_view> find_cookie_in_request(ngx_http_request_t* r,
 namespace {
 
 // The first configured source present in the request wins, valid or not;
-// `kind` says which it was.
+// `kind` says which it was. An empty value is absent: a stale `__session=`
+// left by a sign-out must not shadow a valid Bearer token behind it.
 std::optional<std::string_view> extract_token(ngx_http_request_t* r, const LocConf* lcf,
                                               TokenSourceKind* kind) noexcept {
     auto* sources = static_cast<TokenSource*>(lcf->token_sources->elts);
@@ -66,10 +67,13 @@ std::optional<std::string_view> extract_token(ngx_http_request_t* r, const LocCo
         *kind = source.kind;
         switch (source.kind) {
             case TokenSourceKind::cookie:
-                if (auto v = find_cookie_in_request(r, to_view(source.name))) return v;
+                if (auto v = find_cookie_in_request(r, to_view(source.name)); v && !v->empty()) {
+                    return v;
+                }
                 break;
             case TokenSourceKind::header:
-                if (auto* h = find_request_header(r, to_view(source.name))) {
+                if (auto* h = find_request_header(r, to_view(source.name));
+                    h != nullptr && h->value.len > 0) {
                     return to_view(h->value);
                 }
                 break;
@@ -88,13 +92,15 @@ std::optional<std::string_view> extract_token(ngx_http_request_t* r, const LocCo
 
 // A browser loading a page (which a redirect helps), as opposed to a script
 // calling an API (which needs the 401): the browser says so with
-// Sec-Fetch-Mode; older ones are recognised by a GET or HEAD accepting HTML.
+// Sec-Fetch-Mode; older ones are recognised by accepting HTML. Only GET and
+// HEAD: a form POST is a navigation too, but a 302 would turn it into a GET
+// of the sign-in page and lose the body; the README promises POSTs a 401.
 bool is_navigation(ngx_http_request_t* r) noexcept {
-    if (auto* mode = find_request_header(r, "Sec-Fetch-Mode")) {
-        if (to_view(mode->value) == "navigate") return true;
-    }
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
         return false;
+    }
+    if (auto* mode = find_request_header(r, "Sec-Fetch-Mode")) {
+        if (to_view(mode->value) == "navigate") return true;
     }
     if (auto* accept = find_request_header(r, "Accept")) {
         return to_view(accept->value).find("text/html") != std::string_view::npos;
@@ -157,6 +163,22 @@ ngx_int_t unauthenticated(ngx_http_request_t* r, const LocConf* lcf, Outcome out
     return NGX_HTTP_UNAUTHORIZED;
 }
 
+// The check is counted once per request, with its first verdict: an
+// internal redirect to another checked location judges the same session
+// again (its own roles, fail mode) but reads nothing new.
+void count_once(RequestCtx* ctx, Outcome outcome) noexcept {
+    if (!ctx->counted) {
+        ctx->counted = true;
+        count_check(outcome);
+    }
+}
+
+// A gated location's upstream trusts nginx to have checked the role or the
+// organization: letting it through anonymous would skip that check.
+bool is_gated(const LocConf* lcf) noexcept {
+    return (lcf->required_roles != nullptr && lcf->required_roles->nelts > 0) || has_org_gates(lcf);
+}
+
 void touch_session(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lcf,
                    std::int64_t now) noexcept {
     redis_touch(to_view(ctx->session_key), now, static_cast<std::int64_t>(lcf->touch));
@@ -188,7 +210,7 @@ ngx_int_t conclude_with(ngx_http_request_t* r, RequestCtx* ctx, Outcome outcome,
     ctx->done = true;
     ctx->has_record = false;
     ctx->rc = rc;
-    count_check(outcome);
+    count_once(ctx, outcome);
     return rc;
 }
 
@@ -201,7 +223,7 @@ ngx_int_t conclude(ngx_http_request_t* r, RequestCtx* ctx, Outcome outcome) noex
     ctx->done = true;
     ctx->has_record = ctx->has_record && (outcome == Outcome::ok || outcome == Outcome::stale ||
                                           outcome == Outcome::forbidden);
-    count_check(outcome);
+    count_once(ctx, outcome);
 
     switch (outcome) {
         case Outcome::ok:
@@ -213,8 +235,9 @@ ngx_int_t conclude(ngx_http_request_t* r, RequestCtx* ctx, Outcome outcome) noex
             break;
         case Outcome::error:
             // open: the request goes on as anonymous; other access modules
-            // (satisfy any) still decide.
-            if (lcf->fail_mode == kFailOpen) {
+            // (satisfy any) still decide. Never in a gated location, whose
+            // gate cannot be checked without the record.
+            if (lcf->fail_mode == kFailOpen && !is_gated(lcf)) {
                 ctx->rc = NGX_DECLINED;
             } else {
                 ctx->rc = satisfy_any(r) ? NGX_HTTP_UNAUTHORIZED : NGX_HTTP_SERVICE_UNAVAILABLE;
@@ -263,13 +286,41 @@ ngx_int_t judge(ngx_http_request_t* r, RequestCtx* ctx, const unsigned char* fla
     if (verdict.outcome == Outcome::ok && from_stale) {
         return conclude(r, ctx, Outcome::stale);
     }
-    if (verdict.touch && !from_stale) {
+    if (verdict.outcome == Outcome::invalid) {
+        log_if_control_bytes(r, ctx->record);
+    }
+    // Once per request: after an internal redirect the record still holds
+    // the old last_active_at.
+    if (verdict.touch && !from_stale && !ctx->touched) {
+        ctx->touched = true;
         touch_session(r, ctx, lcf, now);
     }
     return conclude(r, ctx, verdict.outcome);
 }
 
 }  // namespace
+
+ngx_int_t fail_internal(ngx_http_request_t* r, RequestCtx* ctx) noexcept {
+    return conclude_with(r, ctx, Outcome::error, NGX_HTTP_INTERNAL_SERVER_ERROR);
+}
+
+void log_if_control_bytes(ngx_http_request_t* r, const core::LookupRecord& record) noexcept {
+    // Once per worker: a bad writer would otherwise fill the log at request
+    // rate. The field's name only, never its value (personal data).
+    static bool logged = false;
+    if (logged) {
+        return;
+    }
+    std::string_view field = core::find_control_byte_field(record);
+    if (field.empty()) {
+        return;
+    }
+    logged = true;
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "session: a record read from Redis has a control byte in \"%*s\", "
+                  "refused as invalid (logged once per worker)",
+                  field.size(), field.data());
+}
 
 ngx_int_t redis_unavailable(ngx_http_request_t* r, RequestCtx* ctx) noexcept {
     if (ctx->stale_flat != nullptr) {
@@ -384,7 +435,7 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
     // request_ctx() finds the check again after an internal redirect.
     ngx_pool_cleanup_t* cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == nullptr) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return fail_internal(r, ctx);
     }
     cln->handler = detach_lookup;
     cln->data = ctx;
@@ -423,7 +474,7 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
     ctx->token = copy_to_pool(r->pool, *token);
     ctx->session_key = build_session_key(r, *token);
     if (ctx->token.data == nullptr || ctx->session_key.data == nullptr) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return fail_internal(r, ctx);
     }
 
     if (lcf->cache_zone != nullptr) {
@@ -490,7 +541,17 @@ ngx_int_t access_handler(ngx_http_request_t* r) noexcept {
     }
     RequestCtx* ctx = request_ctx(r);
     if (ctx == nullptr) {
-        return start_check(r, lcf);
+        ngx_int_t rc = start_check(r, lcf);
+        // Every answer but NGX_AGAIN is a verdict. A path that failed to
+        // record it (an allocation failure in the handshake's code) would
+        // leave a request re-entering through error_page waiting forever.
+        if (rc != NGX_AGAIN) {
+            ctx = static_cast<RequestCtx*>(ngx_http_get_module_ctx(r, ngx_session_module));
+            if (ctx != nullptr && !ctx->done) {
+                fail_internal(r, ctx);
+            }
+        }
+        return rc;
     }
     if (!ctx->done) {
         return NGX_AGAIN;  // a lookup is in flight

@@ -22,6 +22,8 @@ struct RequestCtx {
     const struct LocConf* judged_for;  // the location whose settings made `rc`
     core::Outcome outcome;
     bool done;                  // the verdict is known; `rc` is final for `judged_for`
+    bool counted;               // in nginx_session_checks_total (once per request)
+    bool touched;               // session_touch sent (once per request)
     bool has_record;            // `record` holds a valid session's identity
     bool record_from_stale;     // `flat` is an expired cache entry
     ngx_int_t rc;               // what the access handler answers on re-entry
@@ -55,6 +57,15 @@ ngx_int_t conclude(ngx_http_request_t* r, RequestCtx* ctx, core::Outcome outcome
 // The same with a response of the caller's (the handshake's 307s).
 ngx_int_t conclude_with(ngx_http_request_t* r, RequestCtx* ctx, core::Outcome outcome,
                         ngx_int_t rc) noexcept;
+
+// An allocation failed: conclude `error` with a 500, so that a request that
+// re-enters the access phase (error_page) finds a verdict instead of
+// waiting, with no lookup in flight, for one that never comes.
+ngx_int_t fail_internal(ngx_http_request_t* r, RequestCtx* ctx) noexcept;
+
+// When `record` (judged invalid) holds a control byte, says which field, once
+// per worker.
+void log_if_control_bytes(ngx_http_request_t* r, const core::LookupRecord& record) noexcept;
 
 // Redis could not answer: judge a stale cache entry if there is one, else
 // conclude `error`.

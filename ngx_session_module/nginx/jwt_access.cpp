@@ -193,7 +193,7 @@ ngx_int_t read_overlay(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lc
     ctx->overlay_key.len = 1 + sid.size();
     ctx->overlay_key.data = static_cast<u_char*>(ngx_pnalloc(r->pool, ctx->overlay_key.len));
     if (ctx->overlay_key.data == nullptr) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return fail_internal(r, ctx);
     }
     ctx->overlay_key.data[0] = static_cast<u_char>(kOverlayKeyTag);
     ngx_memcpy(ctx->overlay_key.data + 1, sid.data(), sid.size());
@@ -218,7 +218,7 @@ ngx_int_t read_overlay(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lc
     ngx_str_t session_key = redis_key(r, "sess:", sid);
     ngx_str_t user_key = redis_key(r, "user:", ctx->claims.sub);
     if (session_key.data == nullptr || user_key.data == nullptr) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return fail_internal(r, ctx);
     }
     ctx->lookup = redis_overlay(to_view(session_key), to_view(user_key), ctx, on_overlay_done);
     if (ctx->lookup == nullptr) {
@@ -289,6 +289,9 @@ ngx_int_t jwt_judge(ngx_http_request_t* r, RequestCtx* ctx, const unsigned char*
             return conclude(r, ctx, Outcome::error);
         }
         outcome = core::evaluate_overlay(record, ctx->claims.sub, session_mode(lcf), now_ms());
+        if (outcome == Outcome::invalid) {
+            log_if_control_bytes(r, record);
+        }
     }
     ctx->flat = flat;
     ctx->flat_len = flat_len;

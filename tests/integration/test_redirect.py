@@ -94,14 +94,16 @@ def test_absolute_redirect_url(nginx, rds):
     assert resp.header("Location") == "https://login.example.com/?to=http://shop.example.com/app/p"
 
 
-def test_post_form_navigation_gets_302(n):
-    # README / lead: Sec-Fetch-Mode: navigate is a navigation whatever the
-    # method (a form submission)
+def test_post_form_navigation_gets_401(n, upstream):
+    # Issue 7 (9b): only GET and HEAD are redirected. A form submission is a
+    # navigation (Sec-Fetch-Mode: navigate), but a 302 would replay it as a
+    # GET of the sign-in page and lose its body; the README promises POSTs 401.
     resp = n.get("/app/form", method="POST", headers={"Sec-Fetch-Mode": "navigate", "Accept": HTML,
                                                       "Content-Type": "application/x-www-form-urlencoded"},
                  body="a=1")
-    assert resp.status == 302, resp
-    assert location_of(resp).endswith("/sign-in?redirect_url=/app/form")
+    assert resp.status == 401, resp
+    assert resp.header("Location") is None, resp
+    assert upstream.requests == []
 
 
 def test_redis_down_navigation_is_503_not_redirect(nginx, upstream):

@@ -72,6 +72,22 @@ TEST(Overlay, UserThatIsNotActiveRefusesEvenWithoutSessionHash) {
     EXPECT_EQ(evaluate_overlay(active_user, "user_1", JwtSessionMode::optional, kNow), Outcome::ok);
 }
 
+TEST(Overlay, ControlByteInEitherHashIsInvalid) {
+    for (JwtSessionMode mode : {JwtSessionMode::optional, JwtSessionMode::required}) {
+        LookupRecord user_side = live_session();
+        set(user_side, UserField::email, "a@example.com\r\nX-Evil: 1");
+        EXPECT_EQ(evaluate_overlay(user_side, "user_1", mode, kNow), Outcome::invalid);
+        // Also when only the user hash exists, and before its status.
+        LookupRecord user_only;
+        set(user_only, UserField::status, "banned");
+        set(user_only, UserField::roles, "admin\tacme/org:admin");
+        EXPECT_EQ(evaluate_overlay(user_only, "user_1", mode, kNow), Outcome::invalid);
+        LookupRecord session_side = live_session();
+        set(session_side, SessionField::token_type, "jwt\x7f");
+        EXPECT_EQ(evaluate_overlay(session_side, "user_1", mode, kNow), Outcome::invalid);
+    }
+}
+
 TEST(Overlay, SessionOfAnotherUserRefuses) {
     EXPECT_EQ(evaluate_overlay(live_session("user_2"), "user_1", JwtSessionMode::optional, kNow),
               Outcome::revoked);

@@ -144,9 +144,64 @@ TEST(Evaluate, UserStatus) {
     EXPECT_EQ(outcome_of(record), Outcome::revoked);
     set(record, UserField::status, "deleted");
     EXPECT_EQ(outcome_of(record), Outcome::revoked);
-    // Only banned and deleted refuse (the contract names no other state).
-    set(record, UserField::status, "pending");
+    // Unknown means refused: a state this code does not know (a future
+    // `suspended`, a typo, another case) must not let the user through.
+    for (std::string_view status : {"pending", "suspended", "Active", "active ", "", "banned!"}) {
+        set(record, UserField::status, status);
+        EXPECT_EQ(outcome_of(record), Outcome::revoked) << "'" << status << "'";
+    }
+    set(record, UserField::status, std::nullopt);
     EXPECT_EQ(outcome_of(record), Outcome::ok);
+}
+
+TEST(ControlBytes, FieldLabelsFollowTheFieldNames) {
+    // The labels name the fields in the order the script reads them.
+    for (std::size_t i = 0; i < kSessionFieldCount; ++i) {
+        LookupRecord record;
+        record.session[i] = "a\nb";
+        EXPECT_EQ(find_control_byte_field(record), "sess:" + std::string(kSessionFieldNames[i]));
+    }
+    for (std::size_t i = 0; i < kUserFieldCount; ++i) {
+        LookupRecord record;
+        record.user[i] = "a\rb";
+        EXPECT_EQ(find_control_byte_field(record), "user:" + std::string(kUserFieldNames[i]));
+    }
+}
+
+TEST(ControlBytes, EveryByteBelow0x20And0x7fIsFound) {
+    for (int byte = 0; byte < 256; ++byte) {
+        const std::string value = std::string("x@example.com") + static_cast<char>(byte);
+        LookupRecord record = valid_record();
+        set(record, UserField::email, value);
+        const bool control = byte < 0x20 || byte == 0x7f;
+        EXPECT_EQ(find_control_byte_field(record).empty(), !control) << byte;
+        EXPECT_EQ(outcome_of(record), control ? Outcome::invalid : Outcome::ok) << byte;
+    }
+}
+
+TEST(ControlBytes, CleanRecordHasNone) {
+    EXPECT_EQ(find_control_byte_field(valid_record()), "");
+    EXPECT_EQ(find_control_byte_field(LookupRecord{}), "");
+    LookupRecord record = valid_record();
+    set(record, UserField::roles, "");                                  // empty is clean
+    set(record, UserField::email, "j\xc3\xa9r\xc3\xb4me@example.com");  // UTF-8 is clean
+    EXPECT_EQ(find_control_byte_field(record), "");
+}
+
+TEST(ControlBytes, RefusedBeforeAnythingElse) {
+    // Even a revoked or expired record is `invalid`: none of it is trusted.
+    LookupRecord record = valid_record();
+    set(record, SessionField::status, "revoked");
+    set(record, SessionField::expires_at, "1");
+    set(record, UserField::db_id, std::string_view("42\0", 3));
+    EXPECT_EQ(outcome_of(record), Outcome::invalid);
+    // In a session field too (the opaque check reads every one).
+    LookupRecord session_side = valid_record();
+    set(session_side, SessionField::user_id, "user_1\r\nX-Evil: 1");
+    EXPECT_EQ(outcome_of(session_side), Outcome::invalid);
+    set(session_side, SessionField::user_id, "user_1");
+    set(session_side, SessionField::last_active_at, "1\x7f");
+    EXPECT_EQ(outcome_of(session_side), Outcome::invalid);
 }
 
 TEST(Evaluate, DeletedTombstoneWithoutRole) {
