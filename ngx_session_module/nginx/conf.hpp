@@ -26,6 +26,9 @@ struct RedisConf {
     ngx_int_t db;         // -1: leave the connection's default
     ngx_msec_t timeout;
     ngx_msec_t connect_timeout;
+    // No reply at all for this long, with commands outstanding: the
+    // connection is dead (a single late reply is not). 0 until parsed.
+    ngx_msec_t dead_after;
     ngx_str_t prefix;
 };
 
@@ -71,6 +74,7 @@ struct LocConf {
     JwtConf jwt;
     ngx_array_t* required_org_roles;    // of std::string_view
     ngx_array_t* required_permissions;  // of std::string_view
+    ngx_array_t* strip_headers;         // of StripName (strip_headers.hpp)
 };
 
 inline MainConf* main_conf(ngx_http_request_t* r) noexcept {

@@ -11,6 +11,7 @@
 #include "nginx/jwt_directives.hpp"
 #include "nginx/metrics_zone.hpp"
 #include "nginx/redis_link.hpp"
+#include "nginx/strip_headers.hpp"
 #include "nginx/variables.hpp"
 
 namespace session::ngx {
@@ -103,12 +104,16 @@ char* redis_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
             ngx_int_t db = ngx_atoi(arg.data + 3, arg.len - 3);
             if (db == NGX_ERROR) return invalid_value(cf, cmd, arg);
             redis.db = db;
-        } else if (starts_with(arg, "timeout=") || starts_with(arg, "connect_timeout=")) {
-            bool connect = starts_with(arg, "connect_");
-            ngx_str_t t = after(arg, connect ? 16 : 8);
+        } else if (starts_with(arg, "timeout=") || starts_with(arg, "connect_timeout=") ||
+                   starts_with(arg, "dead_after=")) {
+            std::size_t name_len = ngx_strlchr(arg.data, arg.data + arg.len, '=') - arg.data + 1;
+            ngx_str_t t = after(arg, name_len);
             ngx_int_t ms = ngx_parse_time(&t, 0);
             if (ms == NGX_ERROR || ms == 0) return invalid_value(cf, cmd, arg);
-            (connect ? redis.connect_timeout : redis.timeout) = static_cast<ngx_msec_t>(ms);
+            ngx_msec_t* field = starts_with(arg, "dead_after=")        ? &redis.dead_after
+                                : starts_with(arg, "connect_timeout=") ? &redis.connect_timeout
+                                                                       : &redis.timeout;
+            *field = static_cast<ngx_msec_t>(ms);
         } else if (starts_with(arg, "prefix=")) {
             redis.prefix = after(arg, 7);
             if (redis.prefix.len > kMaxPrefixLength) {
@@ -125,6 +130,14 @@ char* redis_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
             }
             return invalid_parameter(cf, cmd, name);
         }
+    }
+    if (redis.dead_after == 0) {
+        redis.dead_after = 3 * redis.timeout;
+    } else if (redis.dead_after < redis.timeout) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"dead_after=\" in \"%V\" directive is shorter than \"timeout=\"",
+                           &cmd->name);
+        return kConfError;
     }
     redis.configured = 1;
     mcf->metrics_zone = add_metrics_zone(cf);
@@ -302,6 +315,8 @@ ngx_command_t kCommands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, required_org_roles), nullptr},
     {ngx_string("session_require_permission"), kAnyLevel | NGX_CONF_1MORE, word_list_directive,
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, required_permissions), nullptr},
+    {ngx_string("session_strip_headers"), kAnyLevel | NGX_CONF_1MORE, strip_headers_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
     ngx_null_command,
 };
 
@@ -382,6 +397,9 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent_ptr, void* child_ptr) noexcept
         }
     }
 
+    if (merge_strip_headers(cf, prev, conf) != NGX_CONF_OK) {
+        return kConfError;
+    }
     if (conf->cache_zone != nullptr && conf->cache_zone->data == nullptr) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown session_cache_zone \"%V\" in \"session_cache\" directive",
@@ -418,6 +436,12 @@ ngx_int_t postconfiguration(ngx_conf_t* cf) noexcept {
         return NGX_ERROR;
     }
     *h = access_handler;
+    h = static_cast<ngx_http_handler_pt*>(
+        ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers));
+    if (h == nullptr) {
+        return NGX_ERROR;
+    }
+    *h = strip_headers_handler;
     return NGX_OK;
 }
 
@@ -434,6 +458,19 @@ void drop_revoked(const core::Revocation& revocation) noexcept {
         } else {
             cache_remove_user(zones[i], revocation.id);
         }
+    }
+}
+
+// The subscriber was away: what was published meanwhile is lost, so no
+// cached entry is fresh any more. Each still serves as stale while Redis
+// cannot answer.
+void expire_cached() noexcept {
+    if (g_main_conf == nullptr || g_main_conf->cache_zones == nullptr) {
+        return;
+    }
+    auto** zones = static_cast<ngx_shm_zone_t**>(g_main_conf->cache_zones->elts);
+    for (ngx_uint_t i = 0; i < g_main_conf->cache_zones->nelts; ++i) {
+        cache_expire_all(zones[i]);
     }
 }
 
@@ -457,7 +494,7 @@ ngx_int_t init_process(ngx_cycle_t* cycle) noexcept {
     // entries for every worker.
     bool subscribe = mcf->cache_zones != nullptr && mcf->cache_zones->nelts > 0 &&
                      (ngx_worker == 0 || ngx_process == NGX_PROCESS_SINGLE);
-    redis_start(cycle, mcf, subscribe ? drop_revoked : nullptr);
+    redis_start(cycle, mcf, subscribe ? drop_revoked : nullptr, expire_cached);
     return NGX_OK;
 }
 

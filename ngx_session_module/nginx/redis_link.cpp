@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <new>
 #include <string>
 
@@ -32,6 +33,8 @@ struct Lookup {
 
 namespace {
 
+// The first reconnect after a loss is immediate (a restart or a failover is
+// usually over by then); the ones after it back off.
 constexpr ngx_msec_t kFirstBackoffMs = 100;
 constexpr ngx_msec_t kMaxBackoffMs = 2000;
 
@@ -45,11 +48,13 @@ struct Touch;
 
 class Link {
   public:
-    Link(ngx_cycle_t* cycle, const MainConf* conf, LinkRole role, RevocationHandler on_revocation)
+    Link(ngx_cycle_t* cycle, const MainConf* conf, LinkRole role, RevocationHandler on_revocation,
+         ResubscribeHandler on_resubscribe)
         : conf_(&conf->redis),
           log_(cycle->log),
           role_(role),
           on_revocation_(on_revocation),
+          on_resubscribe_(on_resubscribe),
           lookup_script_(core::kLookupScript),
           lookup_sha_(core::script_sha1(core::kLookupScript)),
           flagged_sha_(lookup_sha_),
@@ -57,6 +62,7 @@ class Link {
           touch_sha_(core::script_sha1(core::kTouchScript)) {
         init_timer(&reconnect_timer_, on_reconnect_timer);
         init_timer(&connect_timer_, on_connect_timer);
+        init_timer(&dead_timer_, on_dead_timer);
     }
 
     void start() noexcept { connect(); }
@@ -93,11 +99,20 @@ class Link {
     void drop(const char* reason) noexcept;
     void schedule_reconnect() noexcept;
     bool send_lookup(Lookup* lookup, bool with_eval) noexcept;
+    template <std::size_t N>
+    bool send_hmget(std::string_view key, const std::array<std::string_view, N>& fields,
+                    void* privdata) noexcept;
     void log_failure(const char* what, const char* detail) noexcept;
+    bool command(redisCallbackFn* fn, void* privdata, int argc, const char** argv,
+                 const std::size_t* argvlen) noexcept;
+    void note_answered(const redisAsyncContext* ac, const redisReply* reply) noexcept;
+    void forget_unanswered() noexcept;
 
     static void on_reconnect_timer(ngx_event_t* ev) noexcept;
     static void on_connect_timer(ngx_event_t* ev) noexcept;
+    static void on_dead_timer(ngx_event_t* ev) noexcept;
     static void on_lookup_timeout(ngx_event_t* ev) noexcept;
+    static void on_policy_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
     static void on_connect(const redisAsyncContext* ac, int status) noexcept;
     static void on_disconnect(const redisAsyncContext* ac, int status) noexcept;
     static void on_handshake_reply(redisAsyncContext* ac, void* reply, void* step) noexcept;
@@ -117,6 +132,7 @@ class Link {
     ngx_log_t* log_;
     LinkRole role_;
     RevocationHandler on_revocation_;
+    ResubscribeHandler on_resubscribe_;
     std::string_view lookup_script_;  // kLookupScript, or the legacy one
     std::string lookup_sha_;
     std::string flagged_sha_;
@@ -126,9 +142,18 @@ class Link {
     LinkState state_ = LinkState::disconnected;
     ngx_event_t reconnect_timer_{};
     ngx_event_t connect_timer_{};
-    ngx_msec_t backoff_ = kFirstBackoffMs;
+    ngx_msec_t backoff_ = 0;  // the next reconnect's delay
+    // Lookup connection: when each command still unanswered was sent, oldest
+    // first (Redis answers in order), and how many there are. The times may
+    // lack a few entries (out of memory): the oldest then reads younger than
+    // it is, which only delays dead_after=.
+    std::deque<ngx_msec_t> sent_at_;
+    std::size_t unanswered_ = 0;
+    ngx_event_t dead_timer_{};
     bool stopping_ = false;
-    bool failure_logged_ = false;  // one log line per outage, not per retry
+    bool failure_logged_ = false;   // one log line per outage, not per retry
+    bool subscribed_once_ = false;  // revocations: a later SUBSCRIBE is a resubscription
+    bool eviction_warned_ = false;  // once per worker, not per reconnect
 };
 
 Link* g_link = nullptr;        // lookups
@@ -175,6 +200,7 @@ void Link::connect() noexcept {
     }
     ac_ = ac;
     state_ = LinkState::connecting;
+    forget_unanswered();
     ngx_add_timer(&connect_timer_, conf_->connect_timeout);
     // The server may have been upgraded: try the flagged script again.
     lookup_script_ = core::kLookupScript;
@@ -208,15 +234,14 @@ void Link::send_handshake() noexcept {
     if (conf_->password.len > 0) {
         const char* argv[] = {"AUTH", reinterpret_cast<const char*>(conf_->password.data)};
         std::size_t argvlen[] = {4, conf_->password.len};
-        redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kAuth), 2, argv, argvlen);
+        command(on_handshake_reply, const_cast<char*>(kAuth), 2, argv, argvlen);
     }
     if (conf_->db >= 0) {
         u_char db[NGX_INT_T_LEN];
         std::size_t len = ngx_sprintf(db, "%i", conf_->db) - db;
         const char* argv[] = {"SELECT", reinterpret_cast<const char*>(db)};
         std::size_t argvlen[] = {6, len};
-        redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kSelect), 2, argv,
-                              argvlen);
+        command(on_handshake_reply, const_cast<char*>(kSelect), 2, argv, argvlen);
     }
     if (role_ == LinkRole::revocations) {
         // Two parts, no allocation: hiredis copies the arguments.
@@ -235,16 +260,115 @@ void Link::send_handshake() noexcept {
     load_lookup_script();
     const char* touch_argv[] = {"SCRIPT", "LOAD", core::kTouchScript.data()};
     std::size_t touch_len[] = {6, 4, core::kTouchScript.size()};
-    redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kLoadTouch), 3, touch_argv,
-                          touch_len);
+    command(on_handshake_reply, const_cast<char*>(kLoadTouch), 3, touch_argv, touch_len);
+    // An allkeys-* policy may evict tombstones and bans, which un-deletes
+    // users. Refused under an ACL without CONFIG: then nothing is known.
+    const char* policy_argv[] = {"CONFIG", "GET", "maxmemory-policy"};
+    std::size_t policy_len[] = {6, 3, 16};
+    command(on_policy_reply, nullptr, 3, policy_argv, policy_len);
 }
 
 void Link::load_lookup_script() noexcept {
     static const char* kLoadLookup = "SCRIPT LOAD lookup";
     const char* argv[] = {"SCRIPT", "LOAD", lookup_script_.data()};
     std::size_t argvlen[] = {6, 4, lookup_script_.size()};
-    redisAsyncCommandArgv(ac_, on_handshake_reply, const_cast<char*>(kLoadLookup), 3, argv,
-                          argvlen);
+    command(on_handshake_reply, const_cast<char*>(kLoadLookup), 3, argv, argvlen);
+}
+
+// Every command that gets exactly one reply goes through here, so that
+// dead_after= knows when the oldest unanswered one was sent. SUBSCRIBE does
+// not (its callback runs once per message).
+bool Link::command(redisCallbackFn* fn, void* privdata, int argc, const char** argv,
+                   const std::size_t* argvlen) noexcept {
+    if (redisAsyncCommandArgv(ac_, fn, privdata, argc, argv, argvlen) != REDIS_OK) {
+        return false;
+    }
+    if (role_ != LinkRole::lookups) {
+        return true;
+    }
+    ++unanswered_;
+    try {
+        sent_at_.push_back(static_cast<ngx_msec_t>(ngx_current_msec));
+    } catch (...) {
+        // See sent_at_: tolerated.
+    }
+    if (!dead_timer_.timer_set) {
+        ngx_add_timer(&dead_timer_, conf_->dead_after);
+    }
+    return true;
+}
+
+// A reply on the current connection (nullptr: it is being freed).
+void Link::note_answered(const redisAsyncContext* ac, const redisReply* reply) noexcept {
+    if (role_ != LinkRole::lookups || ac != ac_ || reply == nullptr || unanswered_ == 0) {
+        return;
+    }
+    --unanswered_;
+    if (sent_at_.size() > unanswered_) {
+        sent_at_.pop_front();
+    }
+    if (unanswered_ == 0 && dead_timer_.timer_set) {
+        ngx_del_timer(&dead_timer_);
+    }
+}
+
+void Link::forget_unanswered() noexcept {
+    sent_at_.clear();
+    unanswered_ = 0;
+    if (dead_timer_.timer_set) {
+        ngx_del_timer(&dead_timer_);
+    }
+}
+
+// Armed while anything is unanswered; re-armed for the oldest command
+// rather than on every reply (a busy link answers thousands a second).
+void Link::on_dead_timer(ngx_event_t* ev) noexcept {
+    auto* self = static_cast<Link*>(ev->data);
+    if (self->unanswered_ == 0 || self->ac_ == nullptr) {
+        return;
+    }
+    ngx_msec_t dead_after = self->conf_->dead_after;
+    ngx_msec_int_t waited =
+        self->sent_at_.empty()
+            ? 0
+            : static_cast<ngx_msec_int_t>(ngx_current_msec - self->sent_at_.front());
+    if (waited < static_cast<ngx_msec_int_t>(dead_after)) {
+        ngx_add_timer(&self->dead_timer_,
+                      dead_after - static_cast<ngx_msec_t>(std::max<ngx_msec_int_t>(waited, 0)));
+        return;
+    }
+    // Nothing came back for dead_after=: the peer is gone or hung (a
+    // partition, a SIGSTOPped or swapping server). Its replies, if any ever
+    // come, are of no use: start over.
+    char reason[96];
+    u_char* end = ngx_snprintf(reinterpret_cast<u_char*>(reason), sizeof(reason) - 1,
+                               "no reply for %M ms (dead_after=)", static_cast<ngx_msec_t>(waited));
+    *end = '\0';
+    self->log_failure("no reply within", "dead_after=");
+    self->drop(reason);
+}
+
+void Link::on_policy_reply(redisAsyncContext* ac, void* reply_ptr, void*) noexcept {
+    auto* self = static_cast<Link*>(ac->data);
+    auto* reply = static_cast<redisReply*>(reply_ptr);
+    if (self == nullptr || reply == nullptr) {
+        return;
+    }
+    self->note_answered(ac, reply);
+    // ["maxmemory-policy", value]; an error (NOPERM) is simply not an answer.
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[1]->type != REDIS_REPLY_STRING) {
+        return;
+    }
+    std::string_view policy(reply->element[1]->str, reply->element[1]->len);
+    if (self->eviction_warned_ || policy.substr(0, 8) != "allkeys-") {
+        return;
+    }
+    self->eviction_warned_ = true;
+    ngx_log_error(NGX_LOG_WARN, self->log_, 0,
+                  "session_redis %V: maxmemory-policy is %*s: Redis may evict session tombstones "
+                  "and user bans; use noeviction or volatile-*",
+                  &self->conf_->address_text, policy.size(), policy.data());
 }
 
 // Frees the connection now. Every pending callback runs (with no reply)
@@ -254,6 +378,7 @@ void Link::drop(const char* reason) noexcept {
     ac_ = nullptr;
     state_ = LinkState::disconnected;
     report_connected(false);
+    forget_unanswered();
     if (connect_timer_.timer_set) {
         ngx_del_timer(&connect_timer_);
     }
@@ -271,8 +396,10 @@ void Link::schedule_reconnect() noexcept {
     if (stopping_ || reconnect_timer_.timer_set) {
         return;
     }
+    // A zero timer runs on the next turn of the event loop, never inside
+    // the hiredis callback that may have brought us here.
     ngx_add_timer(&reconnect_timer_, backoff_);
-    backoff_ = std::min(backoff_ * 2, kMaxBackoffMs);
+    backoff_ = backoff_ == 0 ? kFirstBackoffMs : std::min(backoff_ * 2, kMaxBackoffMs);
 }
 
 void Link::log_failure(const char* what, const char* detail) noexcept {
@@ -311,6 +438,7 @@ void Link::on_connect(const redisAsyncContext* ac, int status) noexcept {
         self->log_failure("connect failed", ac->errstr);
         self->ac_ = nullptr;
         self->state_ = LinkState::disconnected;
+        self->forget_unanswered();
         self->schedule_reconnect();
         return;
     }
@@ -326,6 +454,7 @@ void Link::on_disconnect(const redisAsyncContext* ac, int status) noexcept {
     self->ac_ = nullptr;
     self->state_ = LinkState::disconnected;
     self->report_connected(false);
+    self->forget_unanswered();
     if (status != REDIS_OK) {
         self->log_failure("connection lost:", ac->errstr);
     }
@@ -338,6 +467,7 @@ void Link::on_handshake_reply(redisAsyncContext* ac, void* reply_ptr, void* step
     if (self == nullptr || reply == nullptr) {
         return;  // the connection is going away
     }
+    self->note_answered(ac, reply);
     if (reply->type == REDIS_REPLY_ERROR &&
         std::strcmp(static_cast<const char*>(step), "SCRIPT LOAD lookup") == 0 &&
         self->lookup_script_.data() != core::kLookupScriptLegacy.data() &&
@@ -377,7 +507,7 @@ void Link::mark_healthy() noexcept {
                       role_ == LinkRole::revocations ? " (revocation channel)" : "");
     }
     failure_logged_ = false;
-    backoff_ = kFirstBackoffMs;
+    backoff_ = 0;
 }
 
 // ["subscribe", channel, count] once, then ["message", channel, payload] per
@@ -401,6 +531,14 @@ void Link::on_channel_message(redisAsyncContext* ac, void* reply_ptr, void*) noe
     }
     std::string_view kind(reply->element[0]->str, reply->element[0]->len);
     if (kind == "subscribe") {
+        if (self->subscribed_once_ && self->on_resubscribe_ != nullptr) {
+            ngx_log_error(NGX_LOG_NOTICE, self->log_, 0,
+                          "session_redis %V: revocation channel subscribed again: revocations "
+                          "may have been missed, cached sessions are no longer fresh",
+                          &self->conf_->address_text);
+            self->on_resubscribe_();
+        }
+        self->subscribed_once_ = true;
         self->mark_healthy();
         return;
     }
@@ -427,7 +565,7 @@ bool Link::send_lookup(Lookup* lookup, bool with_eval) noexcept {
                           lookup->key.data(), prefix.data() != nullptr ? prefix.data() : ""};
     std::size_t argvlen[] = {with_eval ? 4u : 7u, script_or_sha.size(), 1, lookup->key.size(),
                              prefix.size()};
-    return redisAsyncCommandArgv(ac_, on_lookup_reply, lookup, 5, argv, argvlen) == REDIS_OK;
+    return command(on_lookup_reply, lookup, 5, argv, argvlen);
 }
 
 Lookup* Link::new_lookup(void* owner) noexcept {
@@ -468,6 +606,10 @@ Lookup* Link::lookup(std::string_view session_key, void* owner, LookupDone done)
     return lookup;
 }
 
+// The owner gets its answer now (fail mode, or a stale entry); the lookup
+// stays with hiredis, whose callback discards the late reply and frees it.
+// One late reply says nothing about the connection: dead_after= judges that,
+// and closing here would fail every lookup pipelined behind this one.
 void Link::on_lookup_timeout(ngx_event_t* ev) noexcept {
     auto* lookup = static_cast<Lookup*>(ev->data);
     count_redis_timeout();
@@ -482,18 +624,15 @@ void Link::on_lookup_timeout(ngx_event_t* ev) noexcept {
             lookup->owner = nullptr;
         }
     }
-    // Replies come back in order: when this one is late, every later one is
-    // too. Start over on a new connection; freeing the old one runs every
-    // pending callback, this lookup's included (which frees it).
-    if (g_link != nullptr) {
-        g_link->drop("lookup timed out");
-    }
 }
 
 void Link::on_lookup_reply(redisAsyncContext* ac, void* reply_ptr, void* privdata) noexcept {
     auto* lookup = static_cast<Lookup*>(privdata);
     auto* reply = static_cast<redisReply*>(reply_ptr);
     auto* self = static_cast<Link*>(ac->data);
+    if (self != nullptr) {
+        self->note_answered(ac, reply);
+    }
 
     if (is_noscript(reply) && !lookup->retried_with_eval && !lookup->finished && self != nullptr &&
         ac == self->ac_) {
@@ -522,9 +661,8 @@ void Link::on_lookup_reply(redisAsyncContext* ac, void* reply_ptr, void* privdat
 }
 
 template <std::size_t N>
-bool send_hmget(redisAsyncContext* ac, std::string_view key,
-                const std::array<std::string_view, N>& fields, redisCallbackFn* callback,
-                void* privdata) noexcept {
+bool Link::send_hmget(std::string_view key, const std::array<std::string_view, N>& fields,
+                      void* privdata) noexcept {
     const char* argv[N + 2];
     std::size_t argvlen[N + 2];
     argv[0] = "HMGET";
@@ -535,8 +673,7 @@ bool send_hmget(redisAsyncContext* ac, std::string_view key,
         argv[i + 2] = fields[i].data();
         argvlen[i + 2] = fields[i].size();
     }
-    return redisAsyncCommandArgv(ac, callback, privdata, static_cast<int>(N + 2), argv, argvlen) ==
-           REDIS_OK;
+    return command(on_overlay_reply, privdata, static_cast<int>(N + 2), argv, argvlen);
 }
 
 Lookup* Link::overlay(std::string_view session_key, std::string_view user_key, void* owner,
@@ -546,12 +683,12 @@ Lookup* Link::overlay(std::string_view session_key, std::string_view user_key, v
         return nullptr;
     }
     lookup->overlay_done = done;
-    if (!send_hmget(ac_, session_key, core::kSessionFieldNames, on_overlay_reply, lookup)) {
+    if (!send_hmget(session_key, core::kSessionFieldNames, lookup)) {
         delete lookup;
         return nullptr;
     }
     lookup->replies_pending = 1;
-    if (!send_hmget(ac_, user_key, core::kUserFieldNames, on_overlay_reply, lookup)) {
+    if (!send_hmget(user_key, core::kUserFieldNames, lookup)) {
         // The first reply's callback frees it; the caller fails fast.
         lookup->finished = true;
         lookup->owner = nullptr;
@@ -565,9 +702,12 @@ Lookup* Link::overlay(std::string_view session_key, std::string_view user_key, v
 // The session's HMGET, then the user's, in order on one connection. The
 // first half is kept flat in the lookup (hiredis frees each reply after its
 // callback); the second completes the record.
-void Link::on_overlay_reply(redisAsyncContext*, void* reply_ptr, void* privdata) noexcept {
+void Link::on_overlay_reply(redisAsyncContext* ac, void* reply_ptr, void* privdata) noexcept {
     auto* lookup = static_cast<Lookup*>(privdata);
     auto* reply = static_cast<redisReply*>(reply_ptr);
+    if (auto* self = static_cast<Link*>(ac->data); self != nullptr) {
+        self->note_answered(ac, reply);
+    }
     const bool session_half = lookup->replies_pending == 2;
     --lookup->replies_pending;
 
@@ -648,7 +788,7 @@ bool Link::send_touch(Touch* touch, bool with_eval) noexcept {
                           touch->interval.data()};
     std::size_t argvlen[] = {with_eval ? 4u : 7u, script_or_sha.size(), 1,
                              touch->key.size(),   touch->now.size(),    touch->interval.size()};
-    return redisAsyncCommandArgv(ac_, on_touch_reply, touch, 6, argv, argvlen) == REDIS_OK;
+    return command(on_touch_reply, touch, 6, argv, argvlen);
 }
 
 void Link::touch(std::string_view session_key, std::int64_t now_ms,
@@ -674,6 +814,9 @@ void Link::on_touch_reply(redisAsyncContext* ac, void* reply_ptr, void* privdata
     auto* reply = static_cast<redisReply*>(reply_ptr);
     auto* touch = static_cast<Touch*>(privdata);
     auto* self = static_cast<Link*>(ac->data);
+    if (self != nullptr) {
+        self->note_answered(ac, reply);
+    }
     if (is_noscript(reply) && !touch->retried_with_eval && self != nullptr && ac == self->ac_) {
         touch->retried_with_eval = true;
         if (self->send_touch(touch, true)) {
@@ -688,15 +831,16 @@ void Link::on_touch_reply(redisAsyncContext* ac, void* reply_ptr, void* privdata
 
 }  // namespace
 
-void redis_start(ngx_cycle_t* cycle, const MainConf* conf,
-                 RevocationHandler on_revocation) noexcept {
+void redis_start(ngx_cycle_t* cycle, const MainConf* conf, RevocationHandler on_revocation,
+                 ResubscribeHandler on_resubscribe) noexcept {
     if (g_link != nullptr || !conf->redis.configured) {
         return;
     }
     try {
-        g_link = new Link(cycle, conf, LinkRole::lookups, nullptr);
+        g_link = new Link(cycle, conf, LinkRole::lookups, nullptr, nullptr);
         if (on_revocation != nullptr) {
-            g_subscriber = new Link(cycle, conf, LinkRole::revocations, on_revocation);
+            g_subscriber =
+                new Link(cycle, conf, LinkRole::revocations, on_revocation, on_resubscribe);
         }
     } catch (...) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "session_redis: out of memory");

@@ -1,7 +1,8 @@
 // This worker's one Redis connection: hiredis's async API driven by nginx's
 // event loop. Opened in init_process (never in the master), lookups
-// pipelined on it, a timeout per lookup on an nginx timer, reconnection with
-// backoff, and a clean close in exit_process.
+// pipelined on it, a timeout per lookup on an nginx timer (a late reply is
+// discarded; only dead_after= of silence closes the connection),
+// reconnection with backoff, and a clean close in exit_process.
 #pragma once
 
 #include "nginx/ngx.hpp"
@@ -41,16 +42,22 @@ inline constexpr std::string_view kRevocationChannel = "session:revocations";
 // Called for each well-formed message on the revocation channel.
 using RevocationHandler = void (*)(const core::Revocation& revocation) noexcept;
 
+// Called when the revocation channel is subscribed again after its
+// connection was lost: messages published in between were missed.
+using ResubscribeHandler = void (*)() noexcept;
+
 // init_process / exit_process. redis_start never fails the worker: when it
 // cannot connect it retries with backoff. With `on_revocation`, a second
-// connection subscribes to the revocation channel.
-void redis_start(ngx_cycle_t* cycle, const MainConf* conf,
-                 RevocationHandler on_revocation) noexcept;
+// connection subscribes to the revocation channel, and `on_resubscribe`
+// runs on each subscription after the first.
+void redis_start(ngx_cycle_t* cycle, const MainConf* conf, RevocationHandler on_revocation,
+                 ResubscribeHandler on_resubscribe) noexcept;
 void redis_stop() noexcept;
 
 // Runs the lookup script for `session_key`. nullptr when the request
 // cannot be sent now (no connection: the caller fails fast); `done` is then
-// never called.
+// never called. A connection still being opened counts as one: the lookup
+// waits for it within its own timeout.
 Lookup* redis_lookup(std::string_view session_key, void* owner, LookupDone done) noexcept;
 
 // JWT mode: HMGET of the session's fields (core::kSessionFieldNames) and of
