@@ -504,6 +504,23 @@ void exit_process(ngx_cycle_t*) noexcept {
     g_main_conf = nullptr;
 }
 
+// Runs for every new cycle. With master_process off, a reload builds the
+// new cycle in the same process and never runs init_process again, so a
+// link started for the old cycle would keep pointing into its freed
+// configuration: stop it while the old cycle is still alive. (nginx 1.22
+// itself does not serve reliably after such a reload; a restart does.)
+ngx_int_t init_module(ngx_cycle_t* cycle) noexcept {
+    if (ngx_process == NGX_PROCESS_SINGLE && g_main_conf != nullptr) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "session_redis: reload with master_process off is not supported, "
+                      "the Redis connection is closed: restart nginx");
+        redis_stop();
+        unregister_worker();
+        g_main_conf = nullptr;
+    }
+    return NGX_OK;
+}
+
 ngx_http_module_t kModuleCtx = {
     preconfiguration, postconfiguration, create_main_conf, nullptr,
     nullptr,          nullptr,           create_loc_conf,  merge_loc_conf,
@@ -519,7 +536,7 @@ ngx_module_t ngx_session_module = {
     session::ngx::kCommands,
     NGX_HTTP_MODULE,
     nullptr,                     // init master
-    nullptr,                     // init module
+    session::ngx::init_module,   // init module
     session::ngx::init_process,  // init process
     nullptr,                     // init thread
     nullptr,                     // exit thread

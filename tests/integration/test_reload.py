@@ -159,3 +159,18 @@ def test_redis_connection_per_worker(nginx, rds):
                what="both workers to connect")
     clients = rds.client().client_list()
     assert len(clients) >= 2 + 1, clients  # two workers and this client
+
+
+def test_single_process_reload_closes_the_link(nginx, rds, r):
+    # master_process off: a reload builds the new cycle in the same process
+    # without init_process, so the link of the old cycle is closed (it would
+    # point into freed configuration) and the log says to restart.
+    seed_session(r, "sess_single", "user_s")
+    n = nginx(http=redis_directive(rds.address()), server=app_location("/app/"), master=False)
+    assert n.get("/app/", headers=cookie("sess_single")).status == 200
+    n.proc.send_signal(signal.SIGHUP)
+    harness.wait_until(lambda: "reload with master_process off is not supported" in n.log(),
+                       10, what="the warning")
+    wait_until(lambda: sum(1 for c in rds.client().client_list() if c.get("cmd") != "client|list")
+               == 1, 10, what="the module's connection to close (only this client left)")
+    assert n.proc.poll() is None, "nginx exited"
