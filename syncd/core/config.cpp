@@ -140,6 +140,16 @@ const std::vector<Key>& table() {
              }
              c.db_pool = static_cast<int>(n);
          }},
+        {"SYNCD_SESSION_IDLE_TIMEOUT",
+         [](Config& c, const std::string& v) {
+             // Empty counts as unset, as in an EnvironmentFile left blank.
+             long long n = 0;
+             if (!v.empty() && !parse_int(v, 0, 10LL * 365 * 24 * 3600, n)) {
+                 bad("SYNCD_SESSION_IDLE_TIMEOUT",
+                     "expected seconds from 0 (off) to 315360000, got " + quoted(v));
+             }
+             c.session_idle_timeout = n;
+         }},
     };
     return keys;
 }

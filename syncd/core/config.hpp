@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -49,6 +50,10 @@ struct Config {
     std::size_t max_body = 1024 * 1024;
     LogLevel log_level = LogLevel::info;
     int db_pool = 16;
+    // Clerk's inactivity timeout, as set for the instance: written to session
+    // hashes as idle_timeout (the module enforces it with last_active_at),
+    // since Clerk sends no webhook when a session lapses. 0: off.
+    std::int64_t session_idle_timeout = 0;
 };
 
 using Environment = std::map<std::string, std::string>;

@@ -121,6 +121,7 @@ SessionRow decode_session(std::string_view type, const json& data) {
     // at once, which is the safe reading.
     row.expires_at_ms = opt_millis(data, "expire_at").value_or(0);
     row.last_active_at_ms = opt_millis(data, "last_active_at");
+    row.abandon_at_ms = opt_millis(data, "abandon_at");
     reject_nul(row.id, "data.id");
     reject_nul(row.clerk_user_id, "data.user_id");
     reject_nul(row.status, "data.status");
@@ -160,6 +161,19 @@ MembershipRow decode_membership(std::string_view type, const json& data) {
     return row;
 }
 
+OrganizationRow decode_organization(const json& data) {
+    OrganizationRow row;
+    row.id = need_string(data, "id", "data");
+    row.slug = non_empty(opt_string(data, "slug"));
+    row.name = non_empty(opt_string(data, "name"));
+    row.updated_at_ms = need_millis(data, "updated_at", "data");
+    row.created_at_ms = opt_millis(data, "created_at").value_or(row.updated_at_ms);
+    reject_nul(row.id, "data.id");
+    reject_nul(row.slug, "data.slug");
+    reject_nul(row.name, "data.name");
+    return row;
+}
+
 }  // namespace
 
 bool is_valid_role_word(std::string_view role) {
@@ -174,6 +188,10 @@ bool is_handled_type(std::string_view type) {
     if (type == "user.created" || type == "user.updated" || type == "user.deleted") return true;
     if (type == "organizationMembership.created" || type == "organizationMembership.updated" ||
         type == "organizationMembership.deleted") {
+        return true;
+    }
+    if (type == "organization.created" || type == "organization.updated" ||
+        type == "organization.deleted") {
         return true;
     }
     for (auto t : kSessionTypes) {
@@ -205,6 +223,11 @@ Event decode_event(std::string_view body) {
     } else if (t == "user.deleted") {
         ev.change = UserDeletion{need_string(*data, "id", "data")};
         reject_nul(std::get<UserDeletion>(ev.change).clerk_id, "data.id");
+    } else if (t == "organization.created" || t == "organization.updated") {
+        ev.change = decode_organization(*data);
+    } else if (t == "organization.deleted") {
+        ev.change = OrganizationDeletion{need_string(*data, "id", "data")};
+        reject_nul(std::get<OrganizationDeletion>(ev.change).id, "data.id");
     } else if (t.rfind("organizationMembership.", 0) == 0 && is_handled_type(t)) {
         ev.change = decode_membership(t, *data);
     } else if (t.rfind("session.", 0) == 0 && is_handled_type(t)) {

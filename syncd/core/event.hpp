@@ -42,6 +42,9 @@ struct SessionRow {
     std::string status;
     std::int64_t expires_at_ms = 0;
     std::optional<std::int64_t> last_active_at_ms;
+    // Clerk drops an inactive session at abandon_at without sending a
+    // webhook: past it, the session is over whatever its status says.
+    std::optional<std::int64_t> abandon_at_ms;
     std::int64_t created_at_ms = 0;
     std::int64_t updated_at_ms = 0;
 };
@@ -58,10 +61,27 @@ struct MembershipRow {
     bool deleted = false;
 };
 
+// organization.created / organization.updated. Roles name organizations by
+// id (slugs are renamed and reused), so a new slug changes no Redis key.
+struct OrganizationRow {
+    std::string id;
+    std::optional<std::string> slug;
+    std::optional<std::string> name;
+    std::int64_t created_at_ms = 0;
+    std::int64_t updated_at_ms = 0;
+};
+
+// organization.deleted: the payload may be a stub ({object, id, deleted}),
+// so only the id is relied on.
+struct OrganizationDeletion {
+    std::string id;
+};
+
 // An event type syncd stores as seen and otherwise ignores.
 struct Unhandled {};
 
-using Change = std::variant<Unhandled, UserRow, UserDeletion, SessionRow, MembershipRow>;
+using Change = std::variant<Unhandled, UserRow, UserDeletion, SessionRow, MembershipRow,
+                            OrganizationRow, OrganizationDeletion>;
 
 struct Event {
     std::string type;

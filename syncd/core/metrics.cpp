@@ -110,6 +110,11 @@ std::string Metrics::render() const {
         "# HELP syncd_revocations_published_total Messages published on the revocation channel.\n";
     out += "# TYPE syncd_revocations_published_total counter\n";
     out += "syncd_revocations_published_total " + std::to_string(published_.load()) + "\n";
+    out +=
+        "# HELP syncd_redis_resyncs_total Reconciliations run because Redis had lost syncd's "
+        "marker (restarted empty, flushed).\n";
+    out += "# TYPE syncd_redis_resyncs_total counter\n";
+    out += "syncd_redis_resyncs_total " + std::to_string(redis_resyncs_.load()) + "\n";
     out += "# HELP syncd_request_duration_seconds Webhook request latency.\n";
     out += "# TYPE syncd_request_duration_seconds histogram\n";
     for (std::size_t i = 0; i < kLatencyBuckets.size(); ++i) {

@@ -28,6 +28,8 @@ class Metrics {
     void set_redis_up(bool up) { redis_up_.store(up ? 1 : 0); }
     void count_projected(std::int64_t n) { projected_ += n; }
     void count_published(std::int64_t n) { published_ += n; }
+    // A background reconciliation completed because Redis lacked the marker.
+    void count_redis_resync() { ++redis_resyncs_; }
 
     std::string render() const;
 
@@ -46,6 +48,7 @@ class Metrics {
     std::atomic<int> redis_up_{0};
     std::atomic<std::int64_t> projected_{0};
     std::atomic<std::int64_t> published_{0};
+    std::atomic<std::int64_t> redis_resyncs_{0};
 };
 
 }  // namespace syncd

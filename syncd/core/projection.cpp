@@ -36,16 +36,16 @@ std::string revocation_channel(const std::string& prefix) {
 std::string roles_field(const std::string& role,
                         const std::vector<std::pair<std::string, std::string>>& memberships) {
     std::string out = role;
-    for (const auto& [slug, member_role] : memberships) {
+    for (const auto& [organization_id, member_role] : memberships) {
         // A space would split the entry into extra words (a bare "admin");
-        // a '/' in the slug would shift the boundary. Such a membership is
+        // a '/' in the id would shift the boundary. Such a membership is
         // left out of the projection, never mangled into it.
-        if (!is_valid_role_word(slug) || slug.find('/') != std::string::npos ||
-            !is_valid_role_word(member_role)) {
+        if (!is_valid_role_word(organization_id) ||
+            organization_id.find('/') != std::string::npos || !is_valid_role_word(member_role)) {
             continue;
         }
         out += ' ';
-        out += slug;
+        out += organization_id;
         out += '/';
         out += member_role;
     }
@@ -73,32 +73,42 @@ KeyState project_user(const UserState& user, const std::string& prefix, std::int
 }
 
 KeyState project_session(const SessionState& session, const std::string& prefix,
-                         std::int64_t now_ms) {
+                         std::int64_t now_ms, std::int64_t idle_timeout_seconds) {
     KeyState k;
     k.key = session_key(prefix, session.id);
     const bool user_ok =
         session.user_status != UserStatus::banned && session.user_status != UserStatus::deleted;
     const bool active = session.status == "active";
-    if (active && user_ok) {
+    // Clerk sends no webhook when it abandons an inactive session.
+    const bool abandoned = active && session.abandon_at_ms && *session.abandon_at_ms <= now_ms;
+    if (active && user_ok && !abandoned) {
         // Expired: nothing was revoked, and the key expired on its own.
         if (session.expires_at_ms <= now_ms) return k;
+        // The module's sliding expiry sets the TTL from expires_at, so the
+        // cap must be in the field too, not only in PEXPIREAT.
+        std::int64_t until_ms = session.expires_at_ms;
+        if (session.abandon_at_ms) until_ms = std::min(until_ms, *session.abandon_at_ms);
         k.present = true;
         k.fields.emplace_back("user_id", session.clerk_user_id);
-        k.fields.emplace_back("expires_at", std::to_string(session.expires_at_ms));
+        k.fields.emplace_back("expires_at", std::to_string(until_ms));
         if (session.last_active_at_ms) {
             k.fields.emplace_back("last_active_at", std::to_string(*session.last_active_at_ms));
         }
+        if (idle_timeout_seconds > 0) {
+            k.fields.emplace_back("idle_timeout", std::to_string(idle_timeout_seconds));
+        }
         k.fields.emplace_back("token_type", kSessionTokenType);
-        k.expire_at_ms = session.expires_at_ms;
+        k.expire_at_ms = until_ms;
         k.keep_newer_last_active = true;
         return k;
     }
 
     constexpr std::int64_t kTombstoneMs = kSessionTombstoneTtlSeconds * 1000;
-    if (!user_ok || is_final_session_status(session.status)) {
+    if (!user_ok || abandoned || is_final_session_status(session.status)) {
         // Ended for good: when the session or (banned, deleted) its user last
-        // changed. Long enough ago, no token for it verifies any more.
-        std::int64_t ended_at_ms = session.updated_at_ms;
+        // changed, or when it was abandoned. Long enough ago, no token for it
+        // verifies any more.
+        std::int64_t ended_at_ms = abandoned ? *session.abandon_at_ms : session.updated_at_ms;
         if (!user_ok) ended_at_ms = std::max(ended_at_ms, session.user_updated_at_ms);
         if (now_ms - ended_at_ms >= kTombstoneMs) return k;
         k.ttl_seconds = kSessionTombstoneTtlSeconds;
@@ -109,7 +119,8 @@ KeyState project_session(const SessionState& session, const std::string& prefix,
     }
     k.present = true;
     k.tombstone = true;
-    k.fields.emplace_back("status", active ? "revoked" : session.status);
+    const char* status = !user_ok ? "revoked" : abandoned ? "abandoned" : nullptr;
+    k.fields.emplace_back("status", !active ? session.status : status);
     k.fields.emplace_back("token_type", kSessionTokenType);
     return k;
 }

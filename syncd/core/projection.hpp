@@ -38,7 +38,8 @@ struct UserState {
     std::optional<std::string> email;
     std::string role;
     UserStatus status = UserStatus::active;
-    // (organization slug, membership role) of every live membership.
+    // (organization id, membership role) of every live membership. The id,
+    // never the slug: a slug is renamed and then free for anyone to take.
     std::vector<std::pair<std::string, std::string>> memberships;
     std::int64_t latest_session_expiry_ms = 0;
 };
@@ -49,7 +50,8 @@ struct SessionState {
     std::string status;
     std::int64_t expires_at_ms = 0;
     std::optional<std::int64_t> last_active_at_ms;
-    std::int64_t updated_at_ms = 0;  // the row's last change (when it ended)
+    std::optional<std::int64_t> abandon_at_ms;  // Clerk drops it then, silently
+    std::int64_t updated_at_ms = 0;             // the row's last change (when it ended)
     UserStatus user_status = UserStatus::unknown;
     std::int64_t user_updated_at_ms = 0;  // the user row's (when banned or deleted)
 };
@@ -74,21 +76,24 @@ std::string user_key(const std::string& prefix, const std::string& clerk_user_id
 std::string session_key(const std::string& prefix, const std::string& session_id);
 std::string revocation_channel(const std::string& prefix);
 
-// "<role> <slug>/<membership role> ..." in membership order. A membership
-// whose slug or role is not a role word (is_valid_role_word), or whose slug
-// holds a '/', is left out.
+// "<role> <organization id>/<membership role> ..." in membership order. A
+// membership whose organization id or role is not a role word
+// (is_valid_role_word), or whose id holds a '/', is left out.
 std::string roles_field(const std::string& role,
                         const std::vector<std::pair<std::string, std::string>>& memberships);
 
 KeyState project_user(const UserState& user, const std::string& prefix, std::int64_t now_ms);
 
-// The full hash while the session is active, unexpired and its user neither
-// banned nor deleted. Otherwise a tombstone (status, token_type) while tokens
-// issued before the end may still verify: for kSessionTombstoneTtlSeconds
-// after a final status or the user's ban or deletion, until expiry for a
-// status that may still become active (pending). Else absent.
+// The full hash while the session is active, unexpired, not past abandon_at
+// and its user neither banned nor deleted; with `idle_timeout_seconds` > 0
+// (Clerk's inactivity timeout, SYNCD_SESSION_IDLE_TIMEOUT) it carries
+// idle_timeout, and its expires_at and expiry are capped at abandon_at.
+// Otherwise a tombstone (status, token_type) while tokens issued before the
+// end may still verify: for kSessionTombstoneTtlSeconds after a final status,
+// abandon_at (status abandoned) or the user's ban or deletion, until expiry
+// for a status that may still become active (pending). Else absent.
 KeyState project_session(const SessionState& session, const std::string& prefix,
-                         std::int64_t now_ms);
+                         std::int64_t now_ms, std::int64_t idle_timeout_seconds);
 
 // The revocation message for the channel: "session <id>" or "user <id>".
 std::string revocation_message(const char* kind, const std::string& id);

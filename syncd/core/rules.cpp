@@ -20,12 +20,12 @@ const char* decision_name(Decision d) noexcept {
 
 UserVerdict decide_user(const std::optional<StoredUser>& stored, std::int64_t updated_at_ms,
                         std::string_view role, bool banned) {
-    if (!stored) return {Decision::insert, banned, banned};
+    if (!stored) return {Decision::insert, banned, banned, banned};
     if (stored->deleted) return {Decision::final};
     if (updated_at_ms <= stored->updated_at_ms) return {Decision::stale};
     bool banned_changed = stored->banned != banned;
     bool revoke = stored->role != role || (banned && banned_changed);
-    return {Decision::update, revoke, banned_changed};
+    return {Decision::update, revoke, banned_changed, banned && banned_changed};
 }
 
 bool is_final_session_status(std::string_view status) {
@@ -57,6 +57,14 @@ MembershipVerdict decide_membership(const std::optional<StoredMembership>& store
     if (deleted) return {Decision::update, true};
     if (updated_at_ms <= stored->updated_at_ms) return {Decision::stale};
     return {Decision::update, stored->role != role};
+}
+
+Decision decide_organization(const std::optional<StoredOrganization>& stored,
+                             std::int64_t updated_at_ms) {
+    if (!stored) return Decision::insert;
+    if (stored->deleted) return Decision::final;
+    if (updated_at_ms <= stored->updated_at_ms) return Decision::stale;
+    return Decision::update;
 }
 
 }  // namespace syncd

@@ -31,6 +31,9 @@ struct UserVerdict {
     Decision decision;
     bool revoke = false;   // role changed or user banned: readers must drop caches
     bool cascade = false;  // banned flag changed: the user's session keys change too
+    // Banned by this version: the user's non-final sessions become revoked,
+    // so that an unban later revives none of them (Clerk revokes them too).
+    bool end_sessions = false;
 };
 
 UserVerdict decide_user(const std::optional<StoredUser>& stored, std::int64_t updated_at_ms,
@@ -63,5 +66,15 @@ struct MembershipVerdict {
 MembershipVerdict decide_membership(const std::optional<StoredMembership>& stored,
                                     std::string_view role, bool deleted,
                                     std::int64_t updated_at_ms);
+
+struct StoredOrganization {
+    bool deleted = false;
+    std::int64_t updated_at_ms = 0;
+};
+
+// A newer version wins; a deleted organization is final (a late create or
+// update changes nothing).
+Decision decide_organization(const std::optional<StoredOrganization>& stored,
+                             std::int64_t updated_at_ms);
 
 }  // namespace syncd

@@ -24,14 +24,31 @@ struct Entry {
 
 }  // namespace
 
+bool take_projection_lock(PGconn* pg) {
+    // The 2 s bound is for this lock only: the statements after it keep the
+    // session's lock_timeout (a table lock held elsewhere must still stall
+    // the projector visibly, not turn into retries).
+    auto previous = pg_exec(pg, "SELECT current_setting('lock_timeout')");
+    const std::string restore = pg_text(previous.get(), 0, 0);
+    pg_exec(pg, "SELECT set_config('lock_timeout', '2s', true)");
+    try {
+        pg_exec(pg, "SELECT pg_advisory_xact_lock(1398361668, 0)");
+    } catch (const PgError& e) {
+        if (e.sqlstate == "55P03") return false;  // lock_not_available
+        throw;
+    }
+    pg_exec(pg, "SELECT set_config('lock_timeout', $1, true)", {restore});
+    return true;
+}
+
 std::int64_t now_ms() {
     using namespace std::chrono;
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
 void project_user_key(PGconn* pg, Redis& redis, const std::string& prefix,
-                      const std::string& clerk_user_id, bool revoke, bool cascade,
-                      std::set<std::string>& messages) {
+                      std::int64_t idle_timeout, const std::string& clerk_user_id, bool revoke,
+                      bool cascade, std::set<std::string>& messages) {
     auto user = load_user(pg, clerk_user_id);
     KeyState desired;
     if (user) {
@@ -42,7 +59,7 @@ void project_user_key(PGconn* pg, Redis& redis, const std::string& prefix,
     redis.apply(desired);
     if (cascade) {
         for (const auto& session : load_user_sessions(pg, clerk_user_id)) {
-            KeyState s = project_session(session, prefix, now_ms());
+            KeyState s = project_session(session, prefix, now_ms(), idle_timeout);
             redis.apply(s);
             if (revoke && (!s.present || s.tombstone)) {
                 messages.insert(revocation_message("session", session.id));
@@ -53,7 +70,7 @@ void project_user_key(PGconn* pg, Redis& redis, const std::string& prefix,
 }
 
 void project_session_keys(PGconn* pg, Redis& redis, const std::string& prefix,
-                          const std::vector<SessionWork>& sessions,
+                          std::int64_t idle_timeout, const std::vector<SessionWork>& sessions,
                           std::set<std::string>& messages) {
     if (sessions.empty()) return;
     std::vector<std::string> ids;
@@ -66,7 +83,7 @@ void project_session_keys(PGconn* pg, Redis& redis, const std::string& prefix,
         auto it = found.find(w.id);
         KeyState desired;
         if (it != found.end()) {
-            desired = project_session(it->second, prefix, now);
+            desired = project_session(it->second, prefix, now, idle_timeout);
         } else {
             desired.key = session_key(prefix, w.id);  // no row: no key
         }
@@ -78,10 +95,10 @@ void project_session_keys(PGconn* pg, Redis& redis, const std::string& prefix,
     redis.pipeline(commands);
 }
 
-int Projector::drain(PGconn* pg, Redis& redis, const std::string& prefix, Metrics& metrics) {
+int Projector::drain(PGconn* pg, Redis& redis, const std::string& prefix, std::int64_t idle_timeout,
+                     Metrics& metrics) {
     PgTransaction tx(pg);
-    auto locked = pg_exec(pg, kProjectorLockSql);
-    if (!pg_bool(locked.get(), 0, 0)) return 0;  // another projector is at work
+    if (!take_projection_lock(pg)) return 0;  // another projector's long batch
     auto rows =
         pg_exec(pg, "SELECT id, kind, key, revoke, cascade FROM outbox ORDER BY id LIMIT $1",
                 {std::to_string(kBatch)});
@@ -110,12 +127,12 @@ int Projector::drain(PGconn* pg, Redis& redis, const std::string& prefix, Metric
     std::vector<SessionWork> sessions;
     for (const auto& e : work) {
         if (e.kind == "user") {
-            project_user_key(pg, redis, prefix, e.key, e.revoke, e.cascade, messages);
+            project_user_key(pg, redis, prefix, idle_timeout, e.key, e.revoke, e.cascade, messages);
         } else {
             sessions.push_back({e.key, e.revoke});
         }
     }
-    project_session_keys(pg, redis, prefix, sessions, messages);
+    project_session_keys(pg, redis, prefix, idle_timeout, sessions, messages);
     const std::string channel = revocation_channel(prefix);
     for (const auto& m : messages) redis.publish(channel, m);
     pg_exec(pg, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", {ids});
@@ -159,6 +176,36 @@ std::chrono::milliseconds Projector::since_heartbeat() const {
     return std::chrono::milliseconds(steady_ms() - heartbeat_ms_.load());
 }
 
+bool Projector::woken() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return pending_ || stopping_;
+}
+
+void Projector::resync(PGconn* pg, Redis& redis, bool check_marker) {
+    auto now = std::chrono::steady_clock::now();
+    if (!resync_ && (check_marker || now >= next_marker_check_)) {
+        next_marker_check_ = now + kMarkerCheck;
+        if (!marker_present(redis, cfg_.redis_prefix)) {
+            log::warn(
+                "projector: Redis holds no syncd marker (restarted without its data, "
+                "flushed, or never reconciled); reconciling from PostgreSQL in the "
+                "background");
+            resync_ = std::make_unique<Reconciler>(cfg_.redis_prefix, cfg_.session_idle_timeout);
+        }
+    }
+    if (!resync_) return;
+    while (!woken()) {
+        if (!resync_->step(pg, redis)) {
+            metrics_.count_redis_resync();
+            log::info("projector: Redis resynchronised from PostgreSQL: " +
+                      resync_->report().summary());
+            resync_.reset();
+            return;
+        }
+        beat();
+    }
+}
+
 void Projector::pause(std::chrono::milliseconds wait, bool wakeable) {
     auto deadline = std::chrono::steady_clock::now() + wait;
     std::unique_lock<std::mutex> lock(mu_);
@@ -181,11 +228,17 @@ void Projector::run() {
         bool ok = true;
         try {
             if (!pg || PQstatus(pg.get()) != CONNECTION_OK) pg = pg_connect(cfg_.database_url);
+            bool reconnected = false;
             if (!redis || redis->broken()) {
                 redis.reset();
                 redis = std::make_unique<Redis>(cfg_.redis, std::chrono::milliseconds(2000));
+                reconnected = true;
             }
-            while (drain(pg.get(), *redis, cfg_.redis_prefix, metrics_) == kBatch) beat();
+            while (drain(pg.get(), *redis, cfg_.redis_prefix, cfg_.session_idle_timeout,
+                         metrics_) == kBatch) {
+                beat();
+            }
+            resync(pg.get(), *redis, reconnected);
             auto depth = pg_exec(pg.get(), "SELECT count(*) FROM outbox");
             metrics_.set_outbox_depth(pg_int(depth.get(), 0, 0));
             metrics_.set_redis_up(true);
@@ -209,7 +262,9 @@ void Projector::run() {
         }
         // While failing, wake-ups do not cut the back-off short; the periodic
         // pass also picks up entries left by another process.
-        pause(ok ? std::chrono::milliseconds(1000) : backoff, ok);
+        // A pass in progress goes on at once unless a wake-up interrupted it
+        // (then the outbox is drained first).
+        pause(ok ? std::chrono::milliseconds(resync_ ? 0 : 1000) : backoff, ok);
         std::lock_guard<std::mutex> lock(mu_);
         if (stopping_) return;
         pending_ = false;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -18,27 +19,33 @@
 
 #include "core/config.hpp"
 #include "core/metrics.hpp"
+#include "daemon/reconcile.hpp"
 #include "daemon/redis.hpp"
 
 namespace syncd {
 
-// Serialises projection across processes: whoever holds it writes Redis.
-inline constexpr const char* kProjectorLockSql = "SELECT pg_try_advisory_xact_lock(1398361668, 0)";
+// Serialises projection across processes (projectors, reconcile's pages):
+// whoever holds it writes Redis. Taken inside the caller's transaction and
+// released at its end; waits in line up to 2 s (lock_timeout), so that a
+// holder's short batch or page is waited for rather than skipped, and
+// returns false when the wait ran out.
+bool take_projection_lock(PGconn* pg);
 
 std::int64_t now_ms();
 
 // Projects one user (and, with `cascade`, that user's sessions) or one
 // session into Redis; adds the revocation messages to `messages`.
+// `idle_timeout` is SYNCD_SESSION_IDLE_TIMEOUT (project_session).
 void project_user_key(PGconn* pg, Redis& redis, const std::string& prefix,
-                      const std::string& clerk_user_id, bool revoke, bool cascade,
-                      std::set<std::string>& messages);
+                      std::int64_t idle_timeout, const std::string& clerk_user_id, bool revoke,
+                      bool cascade, std::set<std::string>& messages);
 // Sessions are projected in batches: one query, one Redis round trip.
 struct SessionWork {
     std::string id;
     bool revoke = false;
 };
 void project_session_keys(PGconn* pg, Redis& redis, const std::string& prefix,
-                          const std::vector<SessionWork>& sessions,
+                          std::int64_t idle_timeout, const std::vector<SessionWork>& sessions,
                           std::set<std::string>& messages);
 
 class Projector {
@@ -56,14 +63,22 @@ class Projector {
     // systemd watchdog ping then).
     std::chrono::milliseconds since_heartbeat() const;
     static constexpr std::chrono::milliseconds kHeartbeat{250};
+    // How often the marker is looked for besides each new connection: a
+    // FLUSHALL leaves the connection up.
+    static constexpr std::chrono::milliseconds kMarkerCheck{5000};
 
     // One pass over the outbox on the given connections; returns the number
     // of entries applied. Throws PgError / RedisError.
-    static int drain(PGconn* pg, Redis& redis, const std::string& prefix, Metrics& metrics);
+    static int drain(PGconn* pg, Redis& redis, const std::string& prefix, std::int64_t idle_timeout,
+                     Metrics& metrics);
 
   private:
     void run();
     void beat();
+    bool woken();
+    // Starts a background pass when Redis lacks the marker; runs its pages
+    // until a wake-up (a webhook's change goes first) or stop.
+    void resync(PGconn* pg, Redis& redis, bool check_marker);
     // Waits up to `wait` for stop (or a wake-up when `wakeable`), beating.
     void pause(std::chrono::milliseconds wait, bool wakeable);
 
@@ -75,6 +90,8 @@ class Projector {
     bool stopping_ = false;
     bool pending_ = false;
     std::atomic<std::int64_t> heartbeat_ms_{steady_ms()};
+    std::unique_ptr<Reconciler> resync_;
+    std::chrono::steady_clock::time_point next_marker_check_{};
 
     static std::int64_t steady_ms();
 };

@@ -91,6 +91,10 @@ std::vector<RedisReplyPtr> Redis::pipeline(const std::vector<std::vector<std::st
     return replies;
 }
 
+std::string marker_key(const std::string& prefix) {
+    return prefix + "syncd:marker";
+}
+
 // KEYS[1] the key; ARGV[1] PEXPIREAT milliseconds, ARGV[2] the projected
 // last_active_at ("" when none), ARGV[3..] field/value pairs. Values are
 // arguments, never part of the script text.
@@ -154,20 +158,36 @@ void Redis::apply(const KeyState& state) {
 }
 
 KeyState Redis::read(const std::string& key, bool& has_ttl) {
-    auto replies = pipeline({{"HGETALL", key}, {"PTTL", key}});
-    KeyState state;
-    state.key = key;
-    const redisReply* all = replies[0].get();
-    if (all->type == REDIS_REPLY_ARRAY) {
-        for (size_t i = 0; i + 1 < all->elements; i += 2) {
-            state.fields.emplace_back(
-                std::string(all->element[i]->str, all->element[i]->len),
-                std::string(all->element[i + 1]->str, all->element[i + 1]->len));
-        }
+    auto stored = read_many({key});
+    has_ttl = stored.front().has_ttl;
+    return std::move(stored.front().state);
+}
+
+std::vector<Redis::Stored> Redis::read_many(const std::vector<std::string>& keys) {
+    std::vector<std::vector<std::string>> commands;
+    commands.reserve(keys.size() * 2);
+    for (const auto& key : keys) {
+        commands.push_back({"HGETALL", key});
+        commands.push_back({"PTTL", key});
     }
-    state.present = !state.fields.empty();
-    has_ttl = replies[1]->type == REDIS_REPLY_INTEGER && replies[1]->integer >= 0;
-    return state;
+    auto replies = pipeline(commands);
+    std::vector<Stored> out(keys.size());
+    for (std::size_t k = 0; k < keys.size(); ++k) {
+        KeyState& state = out[k].state;
+        state.key = keys[k];
+        const redisReply* all = replies[2 * k].get();
+        if (all->type == REDIS_REPLY_ARRAY) {
+            for (size_t i = 0; i + 1 < all->elements; i += 2) {
+                state.fields.emplace_back(
+                    std::string(all->element[i]->str, all->element[i]->len),
+                    std::string(all->element[i + 1]->str, all->element[i + 1]->len));
+            }
+        }
+        state.present = !state.fields.empty();
+        const redisReply* ttl = replies[2 * k + 1].get();
+        out[k].has_ttl = ttl->type == REDIS_REPLY_INTEGER && ttl->integer >= 0;
+    }
+    return out;
 }
 
 long long Redis::publish(const std::string& channel, const std::string& message) {

@@ -51,6 +51,13 @@ class Redis {
     // compare with the desired one.
     KeyState read(const std::string& key, bool& has_ttl);
 
+    // The same for many keys in one round trip (HGETALL and PTTL each).
+    struct Stored {
+        KeyState state;
+        bool has_ttl = false;
+    };
+    std::vector<Stored> read_many(const std::vector<std::string>& keys);
+
     // PUBLISH; returns the number of subscribers that received it.
     long long publish(const std::string& channel, const std::string& message);
 
@@ -59,6 +66,11 @@ class Redis {
   private:
     RedisContextPtr ctx_;
 };
+
+// syncd's own key (docs/redis-contract.md): present once a full
+// reconciliation has reached Redis, so that a Redis that lost its data
+// (restart without persistence, FLUSHALL) is told from one that has it.
+std::string marker_key(const std::string& prefix);
 
 // The script for session keys, and the commands apply() sends (unit tests).
 extern const char* const kApplySessionScript;

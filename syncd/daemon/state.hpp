@@ -4,6 +4,7 @@
 
 #include <libpq-fe.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,8 +24,15 @@ std::vector<SessionState> load_sessions(PGconn* c, const std::vector<std::string
 // The user's sessions that have not expired yet, with the user's status.
 std::vector<SessionState> load_user_sessions(PGconn* c, const std::string& clerk_user_id);
 
-// A page of ids in order, after `after` (empty: from the start).
-std::vector<std::string> list_user_ids(PGconn* c, const std::string& after, int limit);
-std::vector<std::string> list_session_ids(PGconn* c, const std::string& after, int limit);
+// Reconcile's pages, in key order after `after` (empty: from the start),
+// one query each (plus one for the page's memberships), `now_ms` being the
+// time the page is projected at. Only the rows that can need a key:
+// every user but those deleted long enough ago that their tombstone has
+// expired; sessions that may hold a key (future expiry) or need a
+// tombstone (ended inside kSessionTombstoneTtlSeconds).
+std::vector<UserState> load_user_page(PGconn* c, const std::string& after, int limit,
+                                      std::int64_t now_ms);
+std::vector<SessionState> load_session_page(PGconn* c, const std::string& after, int limit,
+                                            std::int64_t now_ms);
 
 }  // namespace syncd

@@ -1,6 +1,7 @@
 #include "daemon/store.hpp"
 
 #include <optional>
+#include <string>
 #include <variant>
 
 #include "core/rules.hpp"
@@ -16,6 +17,13 @@ namespace {
 constexpr const char* kLockUserExclusive = "SELECT pg_advisory_xact_lock(1398361667, hashtext($1))";
 constexpr const char* kLockUserShared =
     "SELECT pg_advisory_xact_lock_shared(1398361667, hashtext($1))";
+// The same for an organization: exclusive for its own events (a deletion
+// ends its memberships), shared for membership events, so that a membership
+// committed concurrently with the organization's deletion cannot stay live.
+constexpr const char* kLockOrganizationExclusive =
+    "SELECT pg_advisory_xact_lock(1398361670, hashtext($1))";
+constexpr const char* kLockOrganizationShared =
+    "SELECT pg_advisory_xact_lock_shared(1398361670, hashtext($1))";
 
 std::string str(std::int64_t v) {
     return std::to_string(v);
@@ -76,6 +84,14 @@ bool apply_user(PGconn* c, const UserRow& u, StoreResult& result) {
     } else {
         return false;
     }
+    if (v.end_sessions) {
+        // Clerk revokes a banned user's sessions; kept active here, an unban
+        // would project them back and their old tokens would pass again.
+        pg_exec(c,
+                "UPDATE sessions SET status = 'revoked', updated_at = now() "
+                "WHERE clerk_user_id = $1 AND NOT (status = ANY($2::text[]))",
+                {u.clerk_id, final_statuses_array()});
+    }
     enqueue(c, "user", u.clerk_id, v.revoke, v.cascade, result);
     return true;
 }
@@ -112,10 +128,16 @@ bool apply_user_deletion(PGconn* c, const UserDeletion& d, StoreResult& result) 
     return true;
 }
 
-// A session of a user already deleted here is stored as ended.
+// A session of a user already deleted here is stored as ended; a session
+// created no later than its user's ban arrived late and is revoked, as the
+// ban revoked the others (one created after it may follow an unban that has
+// not arrived yet).
 constexpr const char* kEffectiveStatus =
     "CASE WHEN EXISTS (SELECT 1 FROM users WHERE clerk_id = $2 AND deleted_at IS NOT NULL) "
-    "THEN 'ended' ELSE $3 END";
+    "THEN 'ended' "
+    "WHEN NOT ($3 = ANY($9::text[])) AND EXISTS (SELECT 1 FROM users WHERE clerk_id = $2 AND "
+    "deleted_at IS NULL AND banned AND source_updated_at >= $6::bigint) THEN 'revoked' "
+    "ELSE $3 END";
 
 bool apply_session(PGconn* c, const SessionRow& s, StoreResult& result) {
     pg_exec(c, kLockUserShared, {s.clerk_user_id});
@@ -125,14 +147,17 @@ bool apply_session(PGconn* c, const SessionRow& s, StoreResult& result) {
                                    str(s.expires_at_ms),
                                    opt_ms(s.last_active_at_ms),
                                    str(s.created_at_ms),
-                                   str(s.updated_at_ms)};
+                                   str(s.updated_at_ms),
+                                   opt_ms(s.abandon_at_ms),
+                                   final_statuses_array()};
     auto inserted = pg_exec(
         c,
         (std::string("INSERT INTO sessions (id, clerk_user_id, status, expires_at, last_active_at, "
-                     "created_at, updated_at, source_updated_at) VALUES ($1, $2, ") +
+                     "created_at, updated_at, source_updated_at, abandon_at) VALUES ($1, $2, ") +
          kEffectiveStatus +
          ", to_timestamp($4::bigint / 1000.0), to_timestamp($5::bigint / 1000.0), "
-         "to_timestamp($6::bigint / 1000.0), to_timestamp($7::bigint / 1000.0), $7) "
+         "to_timestamp($6::bigint / 1000.0), to_timestamp($7::bigint / 1000.0), $7, "
+         "to_timestamp($8::bigint / 1000.0)) "
          "ON CONFLICT (id) DO NOTHING RETURNING status")
             .c_str(),
         params);
@@ -149,7 +174,8 @@ bool apply_session(PGconn* c, const SessionRow& s, StoreResult& result) {
              ", expires_at = to_timestamp($4::bigint / 1000.0), "
              "last_active_at = to_timestamp($5::bigint / 1000.0), "
              "created_at = to_timestamp($6::bigint / 1000.0), "
-             "updated_at = to_timestamp($7::bigint / 1000.0), source_updated_at = $7 "
+             "updated_at = to_timestamp($7::bigint / 1000.0), source_updated_at = $7, "
+             "abandon_at = to_timestamp($8::bigint / 1000.0) "
              "WHERE id = $1")
                 .c_str(),
             params);
@@ -160,6 +186,7 @@ bool apply_session(PGconn* c, const SessionRow& s, StoreResult& result) {
 
 bool apply_membership(PGconn* c, const MembershipRow& m, StoreResult& result) {
     pg_exec(c, kLockUserShared, {m.clerk_user_id});
+    pg_exec(c, kLockOrganizationShared, {m.organization_id});
     std::vector<PgParam> params = {m.id,
                                    m.clerk_user_id,
                                    m.organization_id,
@@ -169,9 +196,11 @@ bool apply_membership(PGconn* c, const MembershipRow& m, StoreResult& result) {
                                    str(m.created_at_ms),
                                    str(m.updated_at_ms),
                                    boolean(m.deleted)};
-    // A membership of a user already deleted here is stored as deleted.
+    // A membership of a user or an organization already deleted here is
+    // stored as deleted.
     const char* deleted_at =
         "CASE WHEN $9::boolean OR EXISTS (SELECT 1 FROM users WHERE clerk_id = $2 AND "
+        "deleted_at IS NOT NULL) OR EXISTS (SELECT 1 FROM organizations WHERE id = $3 AND "
         "deleted_at IS NOT NULL) THEN now() END";
     auto inserted = pg_exec(
         c,
@@ -206,6 +235,66 @@ bool apply_membership(PGconn* c, const MembershipRow& m, StoreResult& result) {
     return true;
 }
 
+bool apply_organization(PGconn* c, const OrganizationRow& o) {
+    pg_exec(c, kLockOrganizationExclusive, {o.id});
+    auto found = pg_exec(c,
+                         "SELECT deleted_at IS NOT NULL, source_updated_at FROM organizations "
+                         "WHERE id = $1 FOR UPDATE",
+                         {o.id});
+    std::optional<StoredOrganization> stored;
+    if (PQntuples(found.get()) == 1) {
+        stored = StoredOrganization{pg_bool(found.get(), 0, 0), pg_int(found.get(), 0, 1)};
+    }
+    std::vector<PgParam> params = {o.id, o.slug, o.name, str(o.created_at_ms),
+                                   str(o.updated_at_ms)};
+    switch (decide_organization(stored, o.updated_at_ms)) {
+        case Decision::insert:
+            // Under the exclusive lock no one else inserts this id.
+            pg_exec(c,
+                    "INSERT INTO organizations (id, slug, name, created_at, updated_at, "
+                    "source_updated_at) VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000.0), "
+                    "to_timestamp($5::bigint / 1000.0), $5)",
+                    params);
+            break;
+        case Decision::update:
+            pg_exec(c,
+                    "UPDATE organizations SET slug = $2, name = $3, "
+                    "created_at = to_timestamp($4::bigint / 1000.0), "
+                    "updated_at = to_timestamp($5::bigint / 1000.0), source_updated_at = $5 "
+                    "WHERE id = $1",
+                    params);
+            break;
+        default:
+            return false;
+    }
+    // Roles name organizations by id: a new slug or name changes no key.
+    return true;
+}
+
+bool apply_organization_deletion(PGconn* c, const OrganizationDeletion& d, StoreResult& result) {
+    pg_exec(c, kLockOrganizationExclusive, {d.id});
+    // Deleted before it was ever created here (unordered delivery), the row
+    // is a tombstone, so that the late organization.created cannot revive it.
+    auto marked = pg_exec(c,
+                          "INSERT INTO organizations (id, created_at, updated_at, deleted_at, "
+                          "source_updated_at) VALUES ($1, now(), now(), now(), 0) "
+                          "ON CONFLICT (id) DO UPDATE SET deleted_at = now(), updated_at = now() "
+                          "WHERE organizations.deleted_at IS NULL RETURNING 1",
+                          {d.id});
+    // Each member loses the role it had there: re-projected and revoked, in
+    // one statement however large the organization.
+    auto revoked = pg_exec(c,
+                           "WITH ended AS (UPDATE memberships SET deleted_at = now(), "
+                           "updated_at = now() WHERE organization_id = $1 AND deleted_at IS NULL "
+                           "RETURNING clerk_user_id) "
+                           "INSERT INTO outbox (kind, key, revoke, cascade) "
+                           "SELECT DISTINCT 'user', clerk_user_id, true, false FROM ended",
+                           {d.id});
+    int members = std::stoi(PQcmdTuples(revoked.get()));
+    result.outbox_entries += members;
+    return PQntuples(marked.get()) > 0 || members > 0;
+}
+
 struct Applier {
     PGconn* c;
     StoreResult& result;
@@ -214,6 +303,10 @@ struct Applier {
     bool operator()(const UserDeletion& d) const { return apply_user_deletion(c, d, result); }
     bool operator()(const SessionRow& s) const { return apply_session(c, s, result); }
     bool operator()(const MembershipRow& m) const { return apply_membership(c, m, result); }
+    bool operator()(const OrganizationRow& o) const { return apply_organization(c, o); }
+    bool operator()(const OrganizationDeletion& d) const {
+        return apply_organization_deletion(c, d, result);
+    }
 };
 
 }  // namespace

@@ -214,7 +214,8 @@ def test_membership_words_cannot_inject_roles(syncd, pg, rds):
                              membership_data(new_id("orgmem"), uid, slug, role, t))[0] == 200
     assert pg.scalar("SELECT count(*) FROM memberships WHERE clerk_user_id = :'p1'", uid) == "4"
     wait_for(lambda: pg.scalar("SELECT count(*) FROM outbox") == "0", what="outbox")
-    assert rds.hget(f"user:{uid}", "roles") == "user acme/org:admin"
+    # Roles name the organization by id (membership_data: "org_" + slug).
+    assert rds.hget(f"user:{uid}", "roles") == "user org_acme/org:admin"
 
 
 def test_nul_in_an_id_is_refused(syncd, pg):

@@ -47,6 +47,19 @@ TEST(Config, AllKeys) {
     EXPECT_EQ(c.log_level, LogLevel::debug);
 }
 
+TEST(Config, SessionIdleTimeout) {
+    EXPECT_EQ(load_config({}, {}).session_idle_timeout, 0);
+    EXPECT_EQ(load_config({{"SYNCD_SESSION_IDLE_TIMEOUT", "1800"}}, {}).session_idle_timeout, 1800);
+    EXPECT_EQ(load_config({{"SYNCD_SESSION_IDLE_TIMEOUT", ""}}, {}).session_idle_timeout, 0);
+    EXPECT_EQ(load_config({}, {{"SYNCD_SESSION_IDLE_TIMEOUT", "0"}}).session_idle_timeout, 0);
+    for (const char* bad : {"-5", "30m", "1e3", "999999999999"}) {
+        EXPECT_NE(
+            error_of({{"SYNCD_SESSION_IDLE_TIMEOUT", bad}}).find("SYNCD_SESSION_IDLE_TIMEOUT"),
+            std::string::npos)
+            << bad;
+    }
+}
+
 TEST(Config, UnknownEnvironmentNameIsAWarning) {
     std::vector<std::string> warnings;
     Config c = load_config({{"SYNCD_BIN", "/x"}, {"SYNCD_LISTEN", "127.0.0.1:3"}}, {}, &warnings);

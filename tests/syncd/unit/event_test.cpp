@@ -160,8 +160,47 @@ TEST(DecodeMembership, CreatedUpdatedDeleted) {
     }
 }
 
+TEST(DecodeOrganization, CreatedUpdatedDeleted) {
+    json org = {{"object", "organization"},
+                {"id", "org_2abc"},
+                {"slug", "acme"},
+                {"name", "Acme"},
+                {"created_at", 1700000000000},
+                {"updated_at", 1700000005000},
+                {"members_count", 3}};
+    for (const char* type : {"organization.created", "organization.updated"}) {
+        Event ev = decode_event(envelope(type, org).dump());
+        const auto& o = std::get<OrganizationRow>(ev.change);
+        EXPECT_EQ(o.id, "org_2abc");
+        EXPECT_EQ(o.slug, "acme");
+        EXPECT_EQ(o.name, "Acme");
+        EXPECT_EQ(o.created_at_ms, 1700000000000);
+        EXPECT_EQ(o.updated_at_ms, 1700000005000);
+    }
+    // The deletion may be a stub without updated_at.
+    Event del =
+        decode_event(envelope("organization.deleted",
+                              {{"object", "organization"}, {"id", "org_2abc"}, {"deleted", true}})
+                         .dump());
+    EXPECT_EQ(std::get<OrganizationDeletion>(del.change).id, "org_2abc");
+    org.erase("updated_at");
+    EXPECT_THROW(decode_event(envelope("organization.updated", org).dump()), DecodeError);
+    EXPECT_THROW(decode_event(envelope("organization.deleted", {{"deleted", true}}).dump()),
+                 DecodeError);
+}
+
+TEST(DecodeSession, AbandonAtWhenPresent) {
+    json s = clerk_session("active");
+    EXPECT_EQ(std::get<SessionRow>(decode_event(envelope("session.created", s).dump()).change)
+                  .abandon_at_ms,
+              1702592000000);
+    s.erase("abandon_at");
+    EXPECT_FALSE(std::get<SessionRow>(decode_event(envelope("session.created", s).dump()).change)
+                     .abandon_at_ms);
+}
+
 TEST(DecodeOther, UnknownTypesAreUnhandled) {
-    for (const char* type : {"email.created", "organization.created", "role.deleted",
+    for (const char* type : {"email.created", "organizationInvitation.created", "role.deleted",
                              "permission.updated", "session.something"}) {
         Event ev = decode_event(envelope(type, {{"object", "x"}, {"id", "x_1"}}).dump());
         EXPECT_TRUE(std::holds_alternative<Unhandled>(ev.change)) << type;

@@ -17,7 +17,7 @@ UserState ada() {
     u.db_id = "0b7c9a4e-0000-4000-8000-000000000001";
     u.email = "ada@example.com";
     u.role = "admin";
-    u.memberships = {{"acme", "org:admin"}, {"globex", "org:member"}};
+    u.memberships = {{"org_2acme", "org:admin"}, {"org_2globex", "org:member"}};
     return u;
 }
 
@@ -27,7 +27,7 @@ TEST(ProjectUser, ActiveUserHash) {
     EXPECT_TRUE(k.present);
     EXPECT_EQ(k.fields, (Fields{{"db_id", "0b7c9a4e-0000-4000-8000-000000000001"},
                                 {"role", "admin"},
-                                {"roles", "admin acme/org:admin globex/org:member"},
+                                {"roles", "admin org_2acme/org:admin org_2globex/org:member"},
                                 {"email", "ada@example.com"},
                                 {"status", "active"}}));
     EXPECT_FALSE(k.ttl_seconds);
@@ -73,7 +73,7 @@ SessionState live_session() {
 }
 
 TEST(ProjectSession, ActiveSessionHashWithExpiry) {
-    KeyState k = project_session(live_session(), "app:", kNow);
+    KeyState k = project_session(live_session(), "app:", kNow, 0);
     EXPECT_EQ(k.key, "app:sess:sess_1");
     EXPECT_TRUE(k.present);
     EXPECT_FALSE(k.tombstone);
@@ -88,8 +88,8 @@ TEST(ProjectSession, ActiveSessionHashWithExpiry) {
 TEST(ProjectSession, UnknownUserStillValid) {
     SessionState s = live_session();
     s.user_status = UserStatus::unknown;
-    EXPECT_TRUE(project_session(s, "", kNow).present);
-    EXPECT_FALSE(project_session(s, "", kNow).tombstone);
+    EXPECT_TRUE(project_session(s, "", kNow, 0).present);
+    EXPECT_FALSE(project_session(s, "", kNow, 0).tombstone);
 }
 
 // The module's JWT mode lets a verified token through when the session hash
@@ -99,7 +99,7 @@ TEST(ProjectSession, EndedSessionLeavesATombstone) {
         SessionState s = live_session();
         s.status = status;
         s.updated_at_ms = kNow - 1000;
-        KeyState k = project_session(s, "app:", kNow);
+        KeyState k = project_session(s, "app:", kNow, 0);
         EXPECT_EQ(k.key, "app:sess:sess_1");
         EXPECT_TRUE(k.present) << status;
         EXPECT_TRUE(k.tombstone) << status;
@@ -119,14 +119,14 @@ TEST(ProjectSession, BannedOrDeletedUserRevokesTheActiveSession) {
         s.user_status = st;
         s.updated_at_ms = kNow - 3600 * 1000;  // the session itself is old
         s.user_updated_at_ms = kNow - 1000;    // the ban or deletion is not
-        KeyState k = project_session(s, "", kNow);
+        KeyState k = project_session(s, "", kNow, 0);
         EXPECT_TRUE(k.present);
         EXPECT_TRUE(k.tombstone);
         EXPECT_EQ(k.fields, (Fields{{"status", "revoked"}, {"token_type", "jwt"}}));
         EXPECT_EQ(k.ttl_seconds, kSessionTombstoneTtlSeconds);
         // An ended session of such a user keeps its own status.
         s.status = "ended";
-        EXPECT_EQ(project_session(s, "", kNow).fields[0],
+        EXPECT_EQ(project_session(s, "", kNow, 0).fields[0],
                   (std::pair<std::string, std::string>{"status", "ended"}));
     }
 }
@@ -138,22 +138,22 @@ TEST(ProjectSession, SessionThatEndedLongAgoHasNoKey) {
     SessionState s = live_session();
     s.status = "revoked";
     s.updated_at_ms = kNow - window_ms + 1;
-    EXPECT_TRUE(project_session(s, "", kNow).present);
+    EXPECT_TRUE(project_session(s, "", kNow, 0).present);
     s.updated_at_ms = kNow - window_ms;
-    EXPECT_FALSE(project_session(s, "", kNow).present);
+    EXPECT_FALSE(project_session(s, "", kNow, 0).present);
 
     SessionState banned = live_session();
     banned.user_status = UserStatus::banned;
     banned.updated_at_ms = kNow - 1000;
     banned.user_updated_at_ms = kNow - window_ms;
     // The later of the two changes counts.
-    EXPECT_TRUE(project_session(banned, "", kNow).present);
+    EXPECT_TRUE(project_session(banned, "", kNow, 0).present);
     banned.updated_at_ms = kNow - window_ms - 1;
-    EXPECT_FALSE(project_session(banned, "", kNow).present);
+    EXPECT_FALSE(project_session(banned, "", kNow, 0).present);
 
     // A clock ahead of ours keeps it (longer, never shorter).
     s.updated_at_ms = kNow + window_ms;
-    EXPECT_TRUE(project_session(s, "", kNow).present);
+    EXPECT_TRUE(project_session(s, "", kNow, 0).present);
 }
 
 // A status that may still become active (pending) marks the session until
@@ -162,7 +162,7 @@ TEST(ProjectSession, PendingSessionIsMarkedUntilItExpires) {
     SessionState s = live_session();
     s.status = "pending";
     s.updated_at_ms = kNow - 3600 * 1000;
-    KeyState k = project_session(s, "", kNow);
+    KeyState k = project_session(s, "", kNow, 0);
     EXPECT_TRUE(k.present);
     EXPECT_TRUE(k.tombstone);
     EXPECT_EQ(k.fields, (Fields{{"status", "pending"}, {"token_type", "jwt"}}));
@@ -170,15 +170,16 @@ TEST(ProjectSession, PendingSessionIsMarkedUntilItExpires) {
     EXPECT_FALSE(k.ttl_seconds);
     // Close to its expiry, still the tombstone's minimum.
     s.expires_at_ms = kNow + 1000;
-    EXPECT_EQ(project_session(s, "", kNow).expire_at_ms, kNow + kSessionTombstoneTtlSeconds * 1000);
+    EXPECT_EQ(project_session(s, "", kNow, 0).expire_at_ms,
+              kNow + kSessionTombstoneTtlSeconds * 1000);
     s.expires_at_ms = kNow;
-    EXPECT_FALSE(project_session(s, "", kNow).present);
+    EXPECT_FALSE(project_session(s, "", kNow, 0).present);
 }
 
 TEST(ProjectSession, ExpiredActiveSessionHasNoKey) {
     SessionState expired = live_session();
     expired.expires_at_ms = kNow;
-    EXPECT_FALSE(project_session(expired, "", kNow).present);
+    EXPECT_FALSE(project_session(expired, "", kNow, 0).present);
 }
 
 TEST(Channel, NamesFromTheContract) {
@@ -202,7 +203,7 @@ TEST(RedisCommands, PresentKeyIsReplacedAtomically) {
 // One EVAL: DEL, HSET, the newer last_active_at, PEXPIREAT. Key and values
 // are arguments; the script text is constant.
 TEST(RedisCommands, SessionKeyKeepsTheNewerLastActiveAt) {
-    auto cmds = apply_commands(project_session(live_session(), "", kNow));
+    auto cmds = apply_commands(project_session(live_session(), "", kNow, 0));
     ASSERT_EQ(cmds.size(), 1u);
     EXPECT_EQ(cmds[0], (std::vector<std::string>{"EVAL", kApplySessionScript, "1", "sess:sess_1",
                                                  std::to_string(kNow + 3600 * 1000),
@@ -211,7 +212,7 @@ TEST(RedisCommands, SessionKeyKeepsTheNewerLastActiveAt) {
                                                  "token_type", "jwt"}));
     SessionState never_active = live_session();
     never_active.last_active_at_ms.reset();
-    cmds = apply_commands(project_session(never_active, "", kNow));
+    cmds = apply_commands(project_session(never_active, "", kNow, 0));
     ASSERT_EQ(cmds.size(), 1u);
     EXPECT_EQ(cmds[0][5], "");
 }
@@ -219,12 +220,63 @@ TEST(RedisCommands, SessionKeyKeepsTheNewerLastActiveAt) {
 TEST(ProjectUser, MembershipsThatWouldInjectWordsAreLeftOut) {
     UserState u = ada();
     u.role = "user";
-    u.memberships = {{"evil admin", "org:member"}, {"globex", "org:member admin"},
-                     {"a/b", "org:member"},        {"tab\tco", "org:member"},
-                     {"", "org:member"},           {"acme", "org:admin"}};
+    u.memberships = {{"org_evil admin", "org:member"},
+                     {"org_globex", "org:member admin"},
+                     {"org_a/b", "org:member"},
+                     {"org_tab\tco", "org:member"},
+                     {"", "org:member"},
+                     {"org_acme", "org:admin"}};
     EXPECT_EQ(project_user(u, "", kNow).fields[2],
-              (std::pair<std::string, std::string>{"roles", "user acme/org:admin"}));
-    EXPECT_EQ(roles_field("user", {{"acme", "org:admin"}, {"x", ""}}), "user acme/org:admin");
+              (std::pair<std::string, std::string>{"roles", "user org_acme/org:admin"}));
+    EXPECT_EQ(roles_field("user", {{"org_acme", "org:admin"}, {"x", ""}}),
+              "user org_acme/org:admin");
+}
+
+// Item 10: roles name the organization by id, which no one else can take;
+// a slug is renamed and then free for a new organization.
+TEST(ProjectUser, RolesNameOrganizationsById) {
+    EXPECT_EQ(roles_field("user", {{"org_2abc", "org:admin"}}), "user org_2abc/org:admin");
+}
+
+// Item 12: Clerk's inactivity timeout travels on the hash; the module
+// enforces it with last_active_at.
+TEST(ProjectSession, IdleTimeoutIsWrittenWhenConfigured) {
+    KeyState k = project_session(live_session(), "", kNow, 1800);
+    EXPECT_EQ(k.fields, (Fields{{"user_id", "user_1"},
+                                {"expires_at", std::to_string(kNow + 3600 * 1000)},
+                                {"last_active_at", std::to_string(kNow - 1000)},
+                                {"idle_timeout", "1800"},
+                                {"token_type", "jwt"}}));
+    for (const auto& f : project_session(live_session(), "", kNow, 0).fields) {
+        EXPECT_NE(f.first, "idle_timeout");
+    }
+}
+
+// The module's sliding expiry sets the TTL from expires_at: the cap at
+// abandon_at must be in the field as well as in PEXPIREAT.
+TEST(ProjectSession, ExpiryNeverExceedsAbandonAt) {
+    SessionState s = live_session();
+    s.abandon_at_ms = kNow + 60 * 1000;
+    KeyState k = project_session(s, "", kNow, 0);
+    ASSERT_TRUE(k.present);
+    EXPECT_FALSE(k.tombstone);
+    EXPECT_EQ(k.expire_at_ms, kNow + 60 * 1000);
+    EXPECT_EQ(k.fields[1], (std::pair<std::string, std::string>{"expires_at",
+                                                                std::to_string(kNow + 60 * 1000)}));
+    s.abandon_at_ms = kNow + 7200 * 1000;  // later than expire_at: no effect
+    EXPECT_EQ(project_session(s, "", kNow, 0).expire_at_ms, kNow + 3600 * 1000);
+}
+
+TEST(ProjectSession, PastAbandonAtIsATombstoneThenNothing) {
+    SessionState s = live_session();
+    s.abandon_at_ms = kNow - 1000;
+    KeyState k = project_session(s, "", kNow, 0);
+    ASSERT_TRUE(k.present);
+    EXPECT_TRUE(k.tombstone);
+    EXPECT_EQ(k.fields, (Fields{{"status", "abandoned"}, {"token_type", "jwt"}}));
+    EXPECT_EQ(k.ttl_seconds, kSessionTombstoneTtlSeconds);
+    s.abandon_at_ms = kNow - kSessionTombstoneTtlSeconds * 1000;
+    EXPECT_FALSE(project_session(s, "", kNow, 0).present);
 }
 
 // The tombstone replaces the whole hash: DEL first, so no user_id (or
@@ -232,7 +284,7 @@ TEST(ProjectUser, MembershipsThatWouldInjectWordsAreLeftOut) {
 TEST(RedisCommands, TombstoneReplacesTheHashAtomically) {
     SessionState s = live_session();
     s.status = "revoked";
-    auto cmds = apply_commands(project_session(s, "", kNow));
+    auto cmds = apply_commands(project_session(s, "", kNow, 0));
     ASSERT_EQ(cmds.size(), 5u);
     EXPECT_EQ(cmds[0], std::vector<std::string>{"MULTI"});
     EXPECT_EQ(cmds[1], (std::vector<std::string>{"DEL", "sess:sess_1"}));
@@ -247,7 +299,7 @@ TEST(RedisCommands, AbsentKeyIsDeleted) {
     SessionState s = live_session();
     s.status = "revoked";
     s.updated_at_ms = kNow - kSessionTombstoneTtlSeconds * 1000;
-    auto cmds = apply_commands(project_session(s, "", kNow));
+    auto cmds = apply_commands(project_session(s, "", kNow, 0));
     ASSERT_EQ(cmds.size(), 1u);
     EXPECT_EQ(cmds[0], (std::vector<std::string>{"DEL", "sess:sess_1"}));
 }

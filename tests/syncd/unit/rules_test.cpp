@@ -77,5 +77,29 @@ TEST(MembershipRules, Ordering) {
     EXPECT_EQ(decide_membership(gone, "org:admin", false, 50).decision, Decision::final);
 }
 
+// Item 11: only the version that bans ends the sessions; an unban, or an
+// update of a user already banned, ends none (and revives none).
+TEST(UserRules, BanEndsSessionsUnbanDoesNot) {
+    StoredUser active{false, 10, "user", false};
+    EXPECT_TRUE(decide_user(active, 11, "user", true).end_sessions);
+    EXPECT_FALSE(decide_user(active, 11, "user", false).end_sessions);
+    EXPECT_TRUE(decide_user(std::nullopt, 11, "user", true).end_sessions);
+    EXPECT_FALSE(decide_user(std::nullopt, 11, "user", false).end_sessions);
+    StoredUser banned{false, 10, "user", true};
+    EXPECT_FALSE(decide_user(banned, 11, "user", true).end_sessions);
+    EXPECT_FALSE(decide_user(banned, 11, "user", false).end_sessions);
+    EXPECT_FALSE(decide_user(active, 9, "user", true).end_sessions);  // stale
+}
+
+TEST(OrganizationRules, NewerWinsDeletionIsFinal) {
+    EXPECT_EQ(decide_organization(std::nullopt, 10), Decision::insert);
+    StoredOrganization live{false, 10};
+    EXPECT_EQ(decide_organization(live, 11), Decision::update);
+    EXPECT_EQ(decide_organization(live, 10), Decision::stale);
+    EXPECT_EQ(decide_organization(live, 9), Decision::stale);
+    StoredOrganization deleted{true, 10};
+    EXPECT_EQ(decide_organization(deleted, 99), Decision::final);
+}
+
 }  // namespace
 }  // namespace syncd
