@@ -128,7 +128,7 @@ demonstrate_clerk() {
     local db_id=
     for _ in $(seq 50); do
         db_id=$("${r[@]}" hget "user:$CLERK_USER" db_id)
-        if [[ -n $db_id ]] && [[ $("${r[@]}" hget "user:$CLERK_USER" roles) == *acme/* ]] &&
+        if [[ -n $db_id ]] && [[ $("${r[@]}" hget "user:$CLERK_USER" roles) == *org_demo_acme/* ]] &&
             [[ $("${r[@]}" exists "sess:$CLERK_LAPTOP" "sess:$CLERK_PHONE") == 2 ]]; then
             break
         fi

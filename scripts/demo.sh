@@ -213,9 +213,9 @@ seed() {
     now=$(date +%s%3N)
     expires=$((now + 24 * 3600 * 1000))
     "${r[@]}" flushall >/dev/null
-    "${r[@]}" hset user:user_admin role admin roles "admin acme/org:admin" db_id 1 \
+    "${r[@]}" hset user:user_admin role admin roles "admin org_demo_acme/org:admin" db_id 1 \
         email admin@example.com >/dev/null
-    "${r[@]}" hset user:user_viewer role viewer roles "viewer acme/org:member" db_id 2 \
+    "${r[@]}" hset user:user_viewer role viewer roles "viewer org_demo_acme/org:member" db_id 2 \
         email viewer@example.com >/dev/null
     "${r[@]}" hset user:user_banned role admin db_id 3 email banned@example.com status banned >/dev/null
     "${r[@]}" hset sess:sess_demo_admin user_id user_admin expires_at "$expires" \
