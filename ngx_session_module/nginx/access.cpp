@@ -329,6 +329,18 @@ ngx_int_t redis_unavailable(ngx_http_request_t* r, RequestCtx* ctx) noexcept {
     return conclude(r, ctx, Outcome::error);
 }
 
+ngx_int_t await_lookup(ngx_http_request_t* r, RequestCtx* ctx) noexcept {
+    if (ctx->lookup == nullptr) {
+        count_redis_error();
+        return redis_unavailable(r, ctx);
+    }
+    // Notice a client that goes away while we wait; the pool cleanup then
+    // detaches the lookup.
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+    return NGX_AGAIN;
+}
+
 void resume_request(ngx_http_request_t* r) noexcept {
     // Resume from the event loop, outside hiredis's frames: the access phase
     // runs again and answers ctx->rc.
@@ -491,15 +503,7 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
     }
 
     ctx->lookup = redis_lookup(to_view(ctx->session_key), ctx, on_lookup_done);
-    if (ctx->lookup == nullptr) {
-        count_redis_error();
-        return redis_unavailable(r, ctx);
-    }
-    // Notice a client that goes away while we wait; the pool cleanup then
-    // detaches the lookup.
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
-    return NGX_AGAIN;
+    return await_lookup(r, ctx);
 }
 
 // An internal redirect led to another checked location: the session was

@@ -71,6 +71,10 @@ void log_if_control_bytes(ngx_http_request_t* r, const core::LookupRecord& recor
 // conclude `error`.
 ngx_int_t redis_unavailable(ngx_http_request_t* r, RequestCtx* ctx) noexcept;
 
+// After a lookup was sent (ctx->lookup) or could not be (nullptr: fail
+// fast as Redis unavailable): wait for it, watching the client.
+ngx_int_t await_lookup(ngx_http_request_t* r, RequestCtx* ctx) noexcept;
+
 // A lookup finished (from the link's callback): run the access phase again
 // from the event loop, outside hiredis's frames.
 void resume_request(ngx_http_request_t* r) noexcept;

@@ -221,15 +221,7 @@ ngx_int_t read_overlay(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lc
         return fail_internal(r, ctx);
     }
     ctx->lookup = redis_overlay(to_view(session_key), to_view(user_key), ctx, on_overlay_done);
-    if (ctx->lookup == nullptr) {
-        count_redis_error();
-        return redis_unavailable(r, ctx);
-    }
-    // Notice a client that goes away while we wait; the pool cleanup then
-    // detaches the lookup.
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
-    return NGX_AGAIN;
+    return await_lookup(r, ctx);
 }
 
 }  // namespace
