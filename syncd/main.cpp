@@ -1,11 +1,14 @@
 // syncd: the identity provider's signed webhooks into PostgreSQL and Redis.
 // Subcommands: serve, migrate, reconcile, check-config; --version.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/config.hpp"
@@ -73,11 +76,46 @@ int check_config(const syncd::Config& cfg) {
         "%zu webhook secret(s), max body %zu bytes\n",
         cfg.listen.host.c_str(), cfg.listen.port, cfg.webhook_path.c_str(),
         cfg.redis.redacted().c_str(), cfg.redis_prefix.c_str(), keys.size(), cfg.max_body);
+    std::string eviction = syncd::eviction_policy_warning(cfg);
+    if (!eviction.empty()) std::fprintf(stderr, "syncd: warning: %s\n", eviction.c_str());
     return 0;
+}
+
+// Waits up to SYNCD_STARTUP_WAIT for PostgreSQL to accept connections (not
+// listening yet, or starting up), so that the unit's `migrate` does not fail
+// at boot when PostgreSQL comes up after syncd. A server that answers, even
+// to refuse the credentials, ends the wait: the connection reports why.
+void wait_for_postgres(const syncd::Config& cfg) {
+    auto params = syncd::pg_connect_params(cfg.database_url);
+    std::vector<const char*> keys, values;
+    for (const auto& [key, value] : params) {
+        keys.push_back(key.c_str());
+        values.push_back(value.c_str());
+    }
+    keys.push_back(nullptr);
+    values.push_back(nullptr);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(cfg.startup_wait);
+    auto backoff = std::chrono::milliseconds(250);
+    bool logged = false;
+    while (true) {
+        PGPing ping = PQpingParams(keys.data(), values.data(), /*expand_dbname=*/0);
+        if (ping == PQPING_OK || ping == PQPING_NO_ATTEMPT) return;
+        auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) return;  // connecting reports the reason
+        if (!logged) {
+            syncd::log::info("waiting up to " + std::to_string(cfg.startup_wait) +
+                             " s for PostgreSQL to accept connections (SYNCD_STARTUP_WAIT)");
+            logged = true;
+        }
+        std::this_thread::sleep_for(
+            std::min<std::chrono::steady_clock::duration>(backoff, deadline - now));
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+    }
 }
 
 int run_migrate(const syncd::Config& cfg) {
     syncd::require(cfg, static_cast<int>(syncd::Need::database));
+    wait_for_postgres(cfg);
     auto conn = syncd::pg_connect(cfg.database_url);
     auto report = syncd::migrate(conn.get(), syncd::embedded_migrations());
     std::printf("migrations: %d applied, %d already applied\n", report.applied, report.already);

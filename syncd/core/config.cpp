@@ -150,6 +150,43 @@ const std::vector<Key>& table() {
              }
              c.session_idle_timeout = n;
          }},
+        {"SYNCD_EVENT_RETENTION",
+         [](Config& c, const std::string& v) {
+             // Shorter than the sender's retries (Svix: about 28 hours), a
+             // late delivery could re-create a removed membership.
+             std::int64_t seconds = parse_duration("SYNCD_EVENT_RETENTION", v);
+             if (seconds < 2 * 24 * 3600) {
+                 bad("SYNCD_EVENT_RETENTION",
+                     "must be at least 2d (a late delivery could re-create what was pruned), got " +
+                         quoted(v));
+             }
+             c.event_retention = seconds;
+         }},
+        {"SYNCD_MAX_CONNECTIONS_PER_IP",
+         [](Config& c, const std::string& v) {
+             long long n = 0;
+             if (!parse_int(v, 1, 10000, n)) {
+                 bad("SYNCD_MAX_CONNECTIONS_PER_IP",
+                     "expected a number of connections 1-10000, got " + quoted(v));
+             }
+             c.max_connections_per_ip = static_cast<int>(n);
+         }},
+        {"SYNCD_REQUEST_DEADLINE",
+         [](Config& c, const std::string& v) {
+             long long n = 0;
+             if (!parse_int(v, 1, 300, n)) {
+                 bad("SYNCD_REQUEST_DEADLINE", "expected seconds 1-300, got " + quoted(v));
+             }
+             c.request_deadline = static_cast<int>(n);
+         }},
+        {"SYNCD_STARTUP_WAIT",
+         [](Config& c, const std::string& v) {
+             long long n = 0;
+             if (!parse_int(v, 0, 3600, n)) {
+                 bad("SYNCD_STARTUP_WAIT", "expected seconds 0-3600, got " + quoted(v));
+             }
+             c.startup_wait = static_cast<int>(n);
+         }},
     };
     return keys;
 }
@@ -240,6 +277,23 @@ std::size_t parse_size(const std::string& key, const std::string& value) {
             "expected a size in bytes from 1 to 64M (suffix k or M allowed), got " + quoted(value));
     }
     return static_cast<std::size_t>(n * mult);
+}
+
+std::int64_t parse_duration(const std::string& key, const std::string& value) {
+    std::string digits = value;
+    long long mult = 1;
+    if (!digits.empty() && std::string("smhd").find(digits.back()) != std::string::npos) {
+        const char unit = digits.back();
+        mult = unit == 'd' ? 24 * 3600 : unit == 'h' ? 3600 : unit == 'm' ? 60 : 1;
+        digits.pop_back();
+    }
+    const long long max = 10LL * 365 * 24 * 3600;
+    long long n = 0;
+    if (!parse_int(digits, 1, max, n) || n * mult > max) {
+        bad(key, "expected a duration from 1s to 3650d (seconds, or suffix s, m, h or d), got " +
+                     quoted(value));
+    }
+    return n * mult;
 }
 
 LogLevel parse_log_level(const std::string& key, const std::string& value) {

@@ -54,6 +54,17 @@ struct Config {
     // hashes as idle_timeout (the module enforces it with last_active_at),
     // since Clerk sends no webhook when a session lapses. 0: off.
     std::int64_t session_idle_timeout = 0;
+    // Seconds: webhook_events, dead letters, ended sessions and removed
+    // memberships older than this are pruned in the background.
+    std::int64_t event_retention = 30LL * 24 * 3600;
+    // Connections one client address may hold at once (libmicrohttpd's
+    // per-IP limit): a slow client cannot take every slot.
+    int max_connections_per_ip = 32;
+    // Seconds a client has to send a whole request (headers and body);
+    // past it the connection is closed.
+    int request_deadline = 10;
+    // Seconds `syncd migrate` waits for PostgreSQL to come up (0: no wait).
+    int startup_wait = 60;
 };
 
 using Environment = std::map<std::string, std::string>;
@@ -80,6 +91,8 @@ ListenAddress parse_listen(const std::string& key, const std::string& value);
 RedisUrl parse_redis_url(const std::string& key, const std::string& value);
 std::size_t parse_size(const std::string& key, const std::string& value);
 LogLevel parse_log_level(const std::string& key, const std::string& value);
+// Seconds, from a number with an optional s, m, h or d suffix.
+std::int64_t parse_duration(const std::string& key, const std::string& value);
 
 // The SYNCD_* keys syncd knows, for check-config and the unknown-key check.
 const std::vector<std::string>& known_keys();

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -25,7 +26,22 @@ class Metrics {
     void count_response(int status);
     void observe_latency(double seconds);
     void set_outbox_depth(std::int64_t depth) { outbox_depth_.store(depth); }
-    void set_redis_up(bool up) { redis_up_.store(up ? 1 : 0); }
+    // Called by the projector after each cycle: up means it applied the
+    // outbox to Redis; the time of the last such cycle is kept for /healthz.
+    void set_redis_up(bool up) {
+        redis_up_.store(up ? 1 : 0);
+        if (up) {
+            projector_ok_ms_.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count());
+        } else {
+            redis_down_reported_.store(true);
+        }
+    }
+    // 0 until the projector's first successful cycle.
+    std::int64_t projector_last_success_ms() const { return projector_ok_ms_.load(); }
+    // The projector's last cycle failed on Redis.
+    bool redis_down() const { return redis_down_reported_.load() && redis_up_.load() == 0; }
     void count_projected(std::int64_t n) { projected_ += n; }
     void count_published(std::int64_t n) { published_ += n; }
     // A background reconciliation completed because Redis lacked the marker.
@@ -46,6 +62,8 @@ class Metrics {
     double latency_sum_ = 0;
     std::atomic<std::int64_t> outbox_depth_{0};
     std::atomic<int> redis_up_{0};
+    std::atomic<bool> redis_down_reported_{false};
+    std::atomic<std::int64_t> projector_ok_ms_{0};
     std::atomic<std::int64_t> projected_{0};
     std::atomic<std::int64_t> published_{0};
     std::atomic<std::int64_t> redis_resyncs_{0};

@@ -22,7 +22,10 @@ UserVerdict decide_user(const std::optional<StoredUser>& stored, std::int64_t up
                         std::string_view role, bool banned) {
     if (!stored) return {Decision::insert, banned, banned, banned};
     if (stored->deleted) return {Decision::final};
-    if (updated_at_ms <= stored->updated_at_ms) return {Decision::stale};
+    // Two versions with the same updated_at cannot be ordered: a ban and an
+    // unban that tie resolve to the ban, whichever arrives second.
+    bool ban_wins_tie = updated_at_ms == stored->updated_at_ms && banned && !stored->banned;
+    if (updated_at_ms <= stored->updated_at_ms && !ban_wins_tie) return {Decision::stale};
     bool banned_changed = stored->banned != banned;
     bool revoke = stored->role != role || (banned && banned_changed);
     return {Decision::update, revoke, banned_changed, banned && banned_changed};

@@ -36,6 +36,9 @@ struct UserVerdict {
     bool end_sessions = false;
 };
 
+// A newer version wins; on an equal updated_at the more restrictive state
+// wins (a ban over an unban), so that the order of arrival of two versions
+// that tie cannot unban a user.
 UserVerdict decide_user(const std::optional<StoredUser>& stored, std::int64_t updated_at_ms,
                         std::string_view role, bool banned);
 

@@ -81,6 +81,7 @@ MHD_Result on_request(void* cls, MHD_Connection* conn, const char* url, const ch
                 // that a sender writing it whole still reads the 413; a far
                 // larger one is refused before it is read.
                 if (declared > kDrainFactor * cfg.max_body) {
+                    server.request_read(conn);
                     return send(conn, server, server.service().too_large());
                 }
                 state->too_large = declared > cfg.max_body;
@@ -104,6 +105,7 @@ MHD_Result on_request(void* cls, MHD_Connection* conn, const char* url, const ch
             *upload_data_size = 0;
             return MHD_YES;
         }
+        server.request_read(conn);
         switch (state->route) {
             case Route::webhook: {
                 if (state->too_large) return send(conn, server, server.service().too_large());
@@ -137,7 +139,7 @@ MHD_Result on_request(void* cls, MHD_Connection* conn, const char* url, const ch
     }
 }
 
-void on_completed(void* cls, MHD_Connection* /*conn*/, void** con_cls,
+void on_completed(void* cls, MHD_Connection* conn, void** con_cls,
                   MHD_RequestTerminationCode /*code*/) noexcept {
     auto& server = *static_cast<HttpServer*>(cls);
     auto* state = static_cast<RequestState*>(*con_cls);
@@ -153,6 +155,23 @@ void on_completed(void* cls, MHD_Connection* /*conn*/, void** con_cls,
     delete state;
     *con_cls = nullptr;
     server.in_flight()--;
+    server.request_done(conn);
+}
+
+void on_connection(void* cls, MHD_Connection* conn, void** /*socket_context*/,
+                   MHD_ConnectionNotificationCode code) noexcept {
+    auto& server = *static_cast<HttpServer*>(cls);
+    try {
+        if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+            const MHD_ConnectionInfo* info =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+            if (info) server.connection_opened(conn, info->connect_fd);
+        } else {
+            server.connection_closed(conn);
+        }
+    } catch (...) {
+        // Untracked: the idle timeout still closes it eventually.
+    }
 }
 
 void on_mhd_log(void* /*cls*/, const char* fmt, va_list ap) noexcept {
@@ -205,6 +224,65 @@ int listen_socket(const ListenAddress& addr) {
 
 HttpServer::~HttpServer() {
     if (daemon_) MHD_stop_daemon(daemon_);
+    stop_reaper();
+}
+
+void HttpServer::connection_opened(MHD_Connection* conn, int fd) {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    conns_[conn] = Tracked{fd, std::chrono::steady_clock::now(), false};
+}
+
+// Called before libmicrohttpd closes the socket: the reaper never shuts
+// down a descriptor that may have been reused.
+void HttpServer::connection_closed(MHD_Connection* conn) {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    conns_.erase(conn);
+}
+
+void HttpServer::request_read(MHD_Connection* conn) {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    auto it = conns_.find(conn);
+    if (it != conns_.end()) it->second.answering = true;
+}
+
+void HttpServer::request_done(MHD_Connection* conn) {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    auto it = conns_.find(conn);
+    if (it != conns_.end()) {
+        it->second.answering = false;
+        it->second.since = std::chrono::steady_clock::now();  // keep-alive: the next request
+    }
+}
+
+void HttpServer::reap_loop() {
+    const auto deadline = std::chrono::seconds(service_.config().request_deadline);
+    std::unique_lock<std::mutex> lock(conns_mu_);
+    while (!reaper_stop_) {
+        reaper_cv_.wait_for(lock, std::chrono::milliseconds(200));
+        auto now = std::chrono::steady_clock::now();
+        int cut = 0;
+        for (auto& [conn, t] : conns_) {
+            if (t.answering || t.fd < 0 || now - t.since <= deadline) continue;
+            // Wakes the connection's thread, which sees the end and closes.
+            ::shutdown(t.fd, SHUT_RDWR);
+            t.fd = -1;
+            ++cut;
+        }
+        if (cut > 0) {
+            log::info("closed " + std::to_string(cut) +
+                      " connection(s) still sending a request after " +
+                      std::to_string(deadline.count()) + " s (SYNCD_REQUEST_DEADLINE)");
+        }
+    }
+}
+
+void HttpServer::stop_reaper() {
+    {
+        std::lock_guard<std::mutex> lock(conns_mu_);
+        reaper_stop_ = true;
+    }
+    reaper_cv_.notify_all();
+    if (reaper_.joinable()) reaper_.join();
 }
 
 void HttpServer::start(int listen_fd) {
@@ -217,11 +295,14 @@ void HttpServer::start(int listen_fd) {
                          MHD_OPTION_NOTIFY_COMPLETED, &on_completed, this,
                          MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned int>(30),
                          MHD_OPTION_CONNECTION_LIMIT, connection_limit(service_.config().db_pool),
-                         MHD_OPTION_END);
+                         MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                         static_cast<unsigned int>(service_.config().max_connections_per_ip),
+                         MHD_OPTION_NOTIFY_CONNECTION, &on_connection, this, MHD_OPTION_END);
     if (!daemon_) {
         close(listen_fd);
         throw std::runtime_error("cannot start the HTTP server");
     }
+    reaper_ = std::thread([this] { reap_loop(); });
 }
 
 void HttpServer::shutdown(std::chrono::milliseconds grace) {
@@ -237,6 +318,7 @@ void HttpServer::shutdown(std::chrono::milliseconds grace) {
     }
     MHD_stop_daemon(daemon_);
     daemon_ = nullptr;
+    stop_reaper();
 }
 
 }  // namespace syncd

@@ -183,11 +183,12 @@ void PgTransaction::commit() {
 }
 
 PgPool::Lease::~Lease() {
-    if (pool_) pool_->release(std::move(conn_));
+    if (pool_) pool_->release(std::move(conn_), epoch_);
 }
 
 PgPool::Lease PgPool::acquire() {
     PgConn conn;
+    std::uint64_t epoch = 0;
     {
         std::unique_lock<std::mutex> lock(mu_);
         // Bounded: with every connection stuck, answer 503 rather than queue.
@@ -195,8 +196,10 @@ PgPool::Lease PgPool::acquire() {
             throw PgError("PostgreSQL unavailable: no free pooled connection within 5 s", false);
         }
         ++in_use_;
+        epoch = epoch_;
         if (!idle_.empty()) {
-            conn = std::move(idle_.back());
+            conn = std::move(idle_.back().conn);
+            epoch = idle_.back().epoch;
             idle_.pop_back();
         }
     }
@@ -204,20 +207,31 @@ PgPool::Lease PgPool::acquire() {
         try {
             conn = pg_connect(conninfo_);
         } catch (...) {
-            release(nullptr);
+            release(nullptr, epoch);
             throw;
         }
     }
-    return Lease(this, std::move(conn));
+    return Lease(this, std::move(conn), epoch);
 }
 
-void PgPool::release(PgConn conn) {
-    std::lock_guard<std::mutex> lock(mu_);
-    --in_use_;
-    // A connection left inside a transaction or broken is not reused.
-    if (conn && PQstatus(conn.get()) == CONNECTION_OK &&
-        PQtransactionStatus(conn.get()) == PQTRANS_IDLE) {
-        idle_.push_back(std::move(conn));
+void PgPool::release(PgConn conn, std::uint64_t epoch) {
+    std::vector<Idle> stale;  // closed outside the lock
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        --in_use_;
+        bool broken = conn && (PQstatus(conn.get()) != CONNECTION_OK ||
+                               PQtransactionStatus(conn.get()) == PQTRANS_UNKNOWN);
+        if (broken && epoch == epoch_) {
+            // The first broken connection of its epoch: the others opened
+            // before it most likely went with the same server restart.
+            ++epoch_;
+            stale.swap(idle_);
+        }
+        // A connection left inside a transaction, broken, or older than the
+        // last broken one is not reused.
+        if (conn && !broken && epoch == epoch_ && PQtransactionStatus(conn.get()) == PQTRANS_IDLE) {
+            idle_.push_back({std::move(conn), epoch});
+        }
     }
     cv_.notify_one();
 }

@@ -1,6 +1,7 @@
 // libpq with RAII and parameters only: every statement is a constant SQL
 // text plus text parameters. A small pool hands connections to request
-// threads and drops the ones libpq reports broken.
+// threads and drops the ones libpq reports broken; one found broken drops
+// every idle one too (a server restart cut them all).
 #pragma once
 
 #include <libpq-fe.h>
@@ -92,15 +93,17 @@ class PgPool {
     // when libpq reports it broken.
     class Lease {
       public:
-        Lease(PgPool* pool, PgConn conn) : pool_(pool), conn_(std::move(conn)) {}
+        Lease(PgPool* pool, PgConn conn, std::uint64_t epoch)
+            : pool_(pool), conn_(std::move(conn)), epoch_(epoch) {}
         Lease(Lease&& o) noexcept
-            : pool_(std::exchange(o.pool_, nullptr)), conn_(std::move(o.conn_)) {}
+            : pool_(std::exchange(o.pool_, nullptr)), conn_(std::move(o.conn_)), epoch_(o.epoch_) {}
         ~Lease();
         PGconn* get() const { return conn_.get(); }
 
       private:
         PgPool* pool_;
         PgConn conn_;
+        std::uint64_t epoch_;  // the pool's epoch when the connection was opened
     };
 
     // Waits up to 5 s for a free slot, then connects if the slot has no
@@ -110,12 +113,21 @@ class PgPool {
     Lease acquire();
 
   private:
-    void release(PgConn conn);
+    struct Idle {
+        PgConn conn;
+        std::uint64_t epoch;
+    };
+    void release(PgConn conn, std::uint64_t epoch);
 
     std::string conninfo_;
     int size_;
     int in_use_ = 0;
-    std::vector<PgConn> idle_;
+    // Bumped when a connection is found broken: every connection opened
+    // before then is dropped rather than reused, so that after a server
+    // restart the next request connects afresh instead of meeting each
+    // stale connection in turn (each one a failed delivery).
+    std::uint64_t epoch_ = 0;
+    std::vector<Idle> idle_;
     std::mutex mu_;
     std::condition_variable cv_;
 };

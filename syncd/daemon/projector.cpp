@@ -48,7 +48,7 @@ std::int64_t now_ms() {
 
 void project_user_key(PGconn* pg, Redis& redis, const std::string& prefix,
                       std::int64_t idle_timeout, const std::string& clerk_user_id, bool revoke,
-                      bool cascade, std::set<std::string>& messages) {
+                      bool cascade, std::set<std::string>& messages, const Progress& progress) {
     auto user = load_user(pg, clerk_user_id);
     KeyState desired;
     if (user) {
@@ -57,10 +57,12 @@ void project_user_key(PGconn* pg, Redis& redis, const std::string& prefix,
         desired.key = user_key(prefix, clerk_user_id);  // absent: no row, no key
     }
     redis.apply(desired);
+    if (progress) progress();
     if (cascade) {
         for (const auto& session : load_user_sessions(pg, clerk_user_id)) {
             KeyState s = project_session(session, prefix, now_ms(), idle_timeout);
             redis.apply(s);
+            if (progress) progress();
             if (revoke && (!s.present || s.tombstone)) {
                 messages.insert(revocation_message("session", session.id));
             }
@@ -96,7 +98,7 @@ void project_session_keys(PGconn* pg, Redis& redis, const std::string& prefix,
 }
 
 int Projector::drain(PGconn* pg, Redis& redis, const std::string& prefix, std::int64_t idle_timeout,
-                     Metrics& metrics) {
+                     Metrics& metrics, const Progress& progress) {
     PgTransaction tx(pg);
     if (!take_projection_lock(pg)) return 0;  // another projector's long batch
     auto rows =
@@ -127,14 +129,19 @@ int Projector::drain(PGconn* pg, Redis& redis, const std::string& prefix, std::i
     std::vector<SessionWork> sessions;
     for (const auto& e : work) {
         if (e.kind == "user") {
-            project_user_key(pg, redis, prefix, idle_timeout, e.key, e.revoke, e.cascade, messages);
+            project_user_key(pg, redis, prefix, idle_timeout, e.key, e.revoke, e.cascade, messages,
+                             progress);
         } else {
             sessions.push_back({e.key, e.revoke});
         }
     }
     project_session_keys(pg, redis, prefix, idle_timeout, sessions, messages);
+    if (progress) progress();
     const std::string channel = revocation_channel(prefix);
-    for (const auto& m : messages) redis.publish(channel, m);
+    for (const auto& m : messages) {
+        redis.publish(channel, m);
+        if (progress) progress();
+    }
     pg_exec(pg, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", {ids});
     tx.commit();
     metrics.count_projected(n);
@@ -234,8 +241,8 @@ void Projector::run() {
                 redis = std::make_unique<Redis>(cfg_.redis, std::chrono::milliseconds(2000));
                 reconnected = true;
             }
-            while (drain(pg.get(), *redis, cfg_.redis_prefix, cfg_.session_idle_timeout,
-                         metrics_) == kBatch) {
+            while (drain(pg.get(), *redis, cfg_.redis_prefix, cfg_.session_idle_timeout, metrics_,
+                         [this] { beat(); }) == kBatch) {
                 beat();
             }
             resync(pg.get(), *redis, reconnected);

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -33,12 +34,16 @@ bool take_projection_lock(PGconn* pg);
 
 std::int64_t now_ms();
 
+// Called after each key written: the projector's heartbeat, so that a long
+// batch (or a user with many sessions) does not starve the watchdog.
+using Progress = std::function<void()>;
+
 // Projects one user (and, with `cascade`, that user's sessions) or one
 // session into Redis; adds the revocation messages to `messages`.
 // `idle_timeout` is SYNCD_SESSION_IDLE_TIMEOUT (project_session).
 void project_user_key(PGconn* pg, Redis& redis, const std::string& prefix,
                       std::int64_t idle_timeout, const std::string& clerk_user_id, bool revoke,
-                      bool cascade, std::set<std::string>& messages);
+                      bool cascade, std::set<std::string>& messages, const Progress& progress = {});
 // Sessions are projected in batches: one query, one Redis round trip.
 struct SessionWork {
     std::string id;
@@ -58,7 +63,8 @@ class Projector {
     // Called after a commit that wrote outbox entries.
     void wake();
     // Time since the loop last made progress: it beats at least every
-    // kHeartbeat while idle or backing off, and after every batch. A call
+    // kHeartbeat while idle or backing off, and after every projected entry
+    // (every session of a cascade, every pipelined round trip). A call
     // blocked in PostgreSQL or Redis stops the beat (serve withholds the
     // systemd watchdog ping then).
     std::chrono::milliseconds since_heartbeat() const;
@@ -68,9 +74,10 @@ class Projector {
     static constexpr std::chrono::milliseconds kMarkerCheck{5000};
 
     // One pass over the outbox on the given connections; returns the number
-    // of entries applied. Throws PgError / RedisError.
+    // of entries applied. Calls `progress` after each entry. Throws PgError /
+    // RedisError.
     static int drain(PGconn* pg, Redis& redis, const std::string& prefix, std::int64_t idle_timeout,
-                     Metrics& metrics);
+                     Metrics& metrics, const Progress& progress = {});
 
   private:
     void run();

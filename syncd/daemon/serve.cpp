@@ -14,6 +14,7 @@
 #include "daemon/pg.hpp"
 #include "daemon/projector.hpp"
 #include "daemon/redis.hpp"
+#include "daemon/retention.hpp"
 #include "daemon/service.hpp"
 
 namespace syncd {
@@ -38,7 +39,10 @@ void probe_stores(const Config& cfg) {
         log::info("Redis reachable at " + cfg.redis.redacted());
     } catch (const std::exception& e) {
         log::warn(std::string(e.what()) + "; changes wait in the outbox until it answers");
+        return;
     }
+    std::string warning = eviction_policy_warning(cfg);
+    if (!warning.empty()) log::warn(warning);
 }
 
 void reload_secrets(Service& service, const ConfigLoader& reload) {
@@ -54,6 +58,24 @@ void reload_secrets(Service& service, const ConfigLoader& reload) {
 }
 
 }  // namespace
+
+std::string eviction_policy_warning(const Config& cfg) {
+    try {
+        Redis redis(cfg.redis, std::chrono::milliseconds(2000));
+        auto reply = redis.command({"CONFIG", "GET", "maxmemory-policy"});
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+            reply->element[1]->type != REDIS_REPLY_STRING) {
+            return "";
+        }
+        std::string policy(reply->element[1]->str, reply->element[1]->len);
+        if (policy.rfind("allkeys-", 0) != 0) return "";
+        return "Redis at " + cfg.redis.redacted() + " has maxmemory-policy " + policy +
+               ": it may evict syncd's keys (an evicted tombstone un-deletes a user); use "
+               "noeviction or a volatile-* policy";
+    } catch (const std::exception&) {
+        return "";  // CONFIG may be renamed or refused (managed Redis): not an error
+    }
+}
 
 std::string secrets_text(const Config& cfg) {
     if (cfg.webhook_secrets_file.empty()) return cfg.webhook_secrets;
@@ -86,6 +108,8 @@ int serve(const Config& cfg, const ConfigLoader& reload) {
     PgPool pool(cfg.database_url, cfg.db_pool);
     Projector projector(cfg, metrics);
     projector.start();
+    Retention retention(cfg.database_url, cfg.event_retention);  // stops on return
+    retention.start();
     Service service(cfg, std::move(keys), pool, projector, metrics);
     HttpServer http(service, metrics);
     http.start(fd);

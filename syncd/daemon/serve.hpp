@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 #include "core/config.hpp"
 
@@ -19,5 +20,10 @@ std::string secrets_text(const Config& cfg);
 
 // Returns the process exit code.
 int serve(const Config& cfg, const ConfigLoader& reload);
+
+// A warning when the configured Redis evicts any key under memory pressure
+// (`maxmemory-policy allkeys-*`): an evicted tombstone un-deletes a user.
+// Empty when the policy is safe or cannot be read (errors are ignored).
+std::string eviction_policy_warning(const Config& cfg);
 
 }  // namespace syncd

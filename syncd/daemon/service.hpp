@@ -2,6 +2,8 @@
 // decode, commit, wake the projector), /healthz and /metrics.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -40,8 +42,14 @@ class Service {
           projector_(projector),
           metrics_(metrics) {}
 
+    // Bounded by kDeliveryBudget from the call: the pool wait, then every
+    // statement (statement_timeout, lock_timeout, and a cancel at the end
+    // of the budget, whatever the number of statements); past it, 503.
     Response webhook(const HeaderLookup& headers, std::string_view body);
+    static constexpr std::chrono::milliseconds kDeliveryBudget{8000};
     Response too_large();
+    // Takes no pooled connection and opens no Redis connection: PostgreSQL
+    // as the last delivery found it, Redis as the projector last found it.
     Response healthz();
     Response metrics();
 
@@ -57,6 +65,9 @@ class Service {
     mutable std::mutex keys_mu_;
     std::shared_ptr<const SecretKeys> keys_;
     PgPool& pool_;
+    // When the last delivery lost PostgreSQL (epoch ms; 0: it reached it).
+    // A projector cycle completed later shows PostgreSQL back.
+    std::atomic<std::int64_t> pg_lost_ms_{0};
     Projector& projector_;
     Metrics& metrics_;
 };

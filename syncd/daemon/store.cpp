@@ -5,6 +5,7 @@
 #include <variant>
 
 #include "core/rules.hpp"
+#include "daemon/log.hpp"
 #include "daemon/pg.hpp"
 
 namespace syncd {
@@ -348,6 +349,42 @@ StoreResult store_event(PGconn* conn, const std::string& delivery_id, const Even
     }
     tx.commit();
     return result;
+}
+
+void store_dead_letter(PGconn* conn, const std::string& delivery_id, std::string_view body,
+                       const std::string& reason) {
+    // bytea in hex: a body that is not UTF-8, or holds a NUL, is kept whole.
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex = "\\x";
+    hex.reserve(2 + body.size() * 2);
+    for (unsigned char ch : body) {
+        hex += kHex[ch >> 4];
+        hex += kHex[ch & 0x0f];
+    }
+    pg_exec(conn,
+            "INSERT INTO dead_letters (id, reason, payload) VALUES ($1, $2, $3::bytea) "
+            "ON CONFLICT (id) DO UPDATE SET deliveries = dead_letters.deliveries + 1, "
+            "last_received_at = now()",
+            {delivery_id, reason, hex});
+}
+
+bool keep_dead_letter(PgPool& pool, const std::string& delivery_id, std::string_view body,
+                      const std::string& reason) noexcept {
+    for (int attempt = 0;; ++attempt) {
+        try {
+            auto conn = pool.acquire();
+            store_dead_letter(conn.get(), delivery_id, body, reason);
+            log::warn("delivery " + delivery_id + " kept in dead_letters: " + reason);
+            return true;
+        } catch (const PgError& e) {
+            if (e.connection_lost && attempt == 0) continue;
+            log::error("delivery " + delivery_id + " not kept in dead_letters: " + e.what());
+            return false;
+        } catch (const std::exception& e) {
+            log::error("delivery " + delivery_id + " not kept in dead_letters: " + e.what());
+            return false;
+        }
+    }
 }
 
 }  // namespace syncd

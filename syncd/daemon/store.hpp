@@ -6,8 +6,10 @@
 #include <libpq-fe.h>
 
 #include <string>
+#include <string_view>
 
 #include "core/event.hpp"
+#include "daemon/pg.hpp"
 
 namespace syncd {
 
@@ -23,5 +25,17 @@ struct StoreResult {
 // Throws PgError when the transaction cannot be committed; nothing is
 // stored then, and the sender must retry.
 StoreResult store_event(PGconn* conn, const std::string& delivery_id, const Event& event);
+
+// Keeps a verified delivery that could not be decoded in dead_letters: the
+// body as received and the decoder's reason (which names a field, never a
+// value). A redelivery of the same id counts another delivery and keeps the
+// first body. Throws PgError when it cannot be committed.
+void store_dead_letter(PGconn* conn, const std::string& delivery_id, std::string_view body,
+                       const std::string& reason);
+
+// store_dead_letter on a pooled connection (one retry on a fresh one after a
+// lost connection); logs, never throws. False when it was not stored.
+bool keep_dead_letter(PgPool& pool, const std::string& delivery_id, std::string_view body,
+                      const std::string& reason) noexcept;
 
 }  // namespace syncd

@@ -196,7 +196,9 @@ def test_migration_rewrites_existing_roles_by_id(redis_server):
         rds.hset(f"user:{uid}", mapping={"role": "user", "roles": "user acme/org:admin",
                                          "status": "active"})
         daemon = Syncd(pg, redis_server)
-        assert "1 applied" in daemon.run("migrate").stdout
+        migrated = daemon.run("migrate")
+        assert "1 already applied" in migrated.stdout  # 001; 002 and later applied now
+        assert "applied migration 002_organizations_bans_idle.sql" in migrated.stderr
         daemon.start()
         try:
             eventually(rds, f"user:{uid}", {"roles": f"user {org}/org:admin"})

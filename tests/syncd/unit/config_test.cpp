@@ -60,6 +60,28 @@ TEST(Config, SessionIdleTimeout) {
     }
 }
 
+TEST(Config, ConnectionLimitsDeadlineAndStartupWait) {
+    Config d = load_config({}, {});
+    EXPECT_EQ(d.max_connections_per_ip, 32);
+    EXPECT_EQ(d.request_deadline, 10);
+    EXPECT_EQ(d.startup_wait, 60);
+    Config c = load_config({{"SYNCD_MAX_CONNECTIONS_PER_IP", "4"},
+                            {"SYNCD_REQUEST_DEADLINE", "3"},
+                            {"SYNCD_STARTUP_WAIT", "0"}},
+                           {});
+    EXPECT_EQ(c.max_connections_per_ip, 4);
+    EXPECT_EQ(c.request_deadline, 3);
+    EXPECT_EQ(c.startup_wait, 0);
+    for (const char* key :
+         {"SYNCD_MAX_CONNECTIONS_PER_IP", "SYNCD_REQUEST_DEADLINE", "SYNCD_STARTUP_WAIT"}) {
+        for (const char* bad : {"-1", "10s", "", "99999"}) {
+            EXPECT_NE(error_of({{key, bad}}).find(key), std::string::npos) << key << " " << bad;
+        }
+    }
+    EXPECT_NE(error_of({{"SYNCD_REQUEST_DEADLINE", "0"}}).find("SYNCD_REQUEST_DEADLINE"),
+              std::string::npos);
+}
+
 TEST(Config, UnknownEnvironmentNameIsAWarning) {
     std::vector<std::string> warnings;
     Config c = load_config({{"SYNCD_BIN", "/x"}, {"SYNCD_LISTEN", "127.0.0.1:3"}}, {}, &warnings);

@@ -91,6 +91,25 @@ TEST(UserRules, BanEndsSessionsUnbanDoesNot) {
     EXPECT_FALSE(decide_user(active, 9, "user", true).end_sessions);  // stale
 }
 
+// Item 15: a ban and an unban with the same updated_at cannot be ordered;
+// the ban wins, whichever of the two arrives second.
+TEST(UserRules, BanWinsATieWithAnUnban) {
+    StoredUser unbanned{false, 10, "user", false};
+    auto ban = decide_user(unbanned, 10, "user", true);
+    EXPECT_EQ(ban.decision, Decision::update);
+    EXPECT_TRUE(ban.revoke);
+    EXPECT_TRUE(ban.cascade);
+    EXPECT_TRUE(ban.end_sessions);
+    StoredUser banned{false, 10, "user", true};
+    EXPECT_EQ(decide_user(banned, 10, "user", false).decision, Decision::stale);
+    // Any other tie stays stale: the same state, or an older version.
+    EXPECT_EQ(decide_user(banned, 10, "user", true).decision, Decision::stale);
+    EXPECT_EQ(decide_user(unbanned, 10, "admin", false).decision, Decision::stale);
+    EXPECT_EQ(decide_user(unbanned, 9, "user", true).decision, Decision::stale);
+    StoredUser deleted{true, 10, "user", false};
+    EXPECT_EQ(decide_user(deleted, 10, "user", true).decision, Decision::final);
+}
+
 TEST(OrganizationRules, NewerWinsDeletionIsFinal) {
     EXPECT_EQ(decide_organization(std::nullopt, 10), Decision::insert);
     StoredOrganization live{false, 10};
