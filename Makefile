@@ -59,7 +59,9 @@ demo-stop:
 
 bench: deps all
 	bench/run.sh
+	bench/cache_revocation.py $(MODULE_SO)
 	bench/syncd/run.sh
+	OLD_SYNCD_BIN=none bench/syncd/reconcile.sh
 
 fuzz: deps
 	cmake -S . -B $(BUILD)/fuzz -DCMAKE_CXX_COMPILER=clang++-14 \
