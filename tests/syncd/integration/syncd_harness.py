@@ -257,3 +257,26 @@ def membership_data(mem_id, user_id, slug="acme", role="org:admin", updated_at=N
         "public_user_data": {"user_id": user_id, "identifier": "ada@example.com"},
         "created_at": t - 1000, "updated_at": t,
     }
+
+
+def hold_lock(pg, table):
+    """A psql session holding an exclusive lock on `table` until release()."""
+    holder = subprocess.Popen(["psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
+                               "-X", "-q"], stdin=subprocess.PIPE, text=True)
+    holder.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n")
+    holder.stdin.flush()
+    wait_for(lambda: pg.scalar("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' "
+                               "AND relation = :'p1'::regclass AND granted", table) == "1",
+             what=f"the lock on {table}")
+    return holder
+
+
+def release(holder):
+    holder.stdin.write("COMMIT;\n")
+    holder.stdin.close()
+    holder.wait(10)
+
+
+def waiting_on_lock(pg, application_name):
+    return pg.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                     "AND application_name = :'p1'", application_name) != "0"

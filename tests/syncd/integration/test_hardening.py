@@ -7,35 +7,14 @@ import subprocess
 import threading
 import time
 
-from syncd_harness import (SYNCD_BIN, Syncd, membership_data, new_id, now_ms, session_data,
-                           user_data, wait_for)
+from syncd_harness import (SYNCD_BIN, Syncd, hold_lock, membership_data, new_id, now_ms, release,
+                           session_data, user_data, wait_for, waiting_on_lock)
 
 
 def run(env, *args):
     return subprocess.run([SYNCD_BIN, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
-def hold_lock(pg, table):
-    """A psql session holding an exclusive lock on `table` until COMMIT."""
-    holder = subprocess.Popen(["psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
-                               "-X", "-q"], stdin=subprocess.PIPE, text=True)
-    holder.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n")
-    holder.stdin.flush()
-    wait_for(lambda: pg.scalar("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' "
-                               f"AND relation = '{table}'::regclass AND granted") == "1",
-             what="lock")
-    return holder
-
-
-def release(holder):
-    holder.stdin.write("COMMIT;\n")
-    holder.stdin.close()
-    holder.wait(10)
-
-
-def waiting_on_lock(pg, application_name):
-    return pg.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                     "AND application_name = :'p1'", application_name) != "0"
 
 
 def test_unparsable_database_url_is_not_echoed(redis_server):

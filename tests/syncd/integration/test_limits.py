@@ -10,35 +10,14 @@ import subprocess
 import threading
 import time
 
-from syncd_harness import (SECRET, SYNCD_BIN, Postgres, Syncd, new_id, now_ms, sign, user_data,
-                           wait_for)
+from syncd_harness import (Postgres, SECRET, SYNCD_BIN, Syncd, hold_lock, new_id, now_ms, release,
+                           sign, user_data, wait_for, waiting_on_lock)
 
 # Svix gives up on a delivery after 15 s; syncd's budget is 8 s. A client
 # timeout just under Svix's is the guard: no assertion on durations.
 SVIX_TIMEOUT = 14
 
 
-def hold_lock(pg, table):
-    """A psql session holding an exclusive lock on `table` until COMMIT."""
-    holder = subprocess.Popen(["psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
-                               "-X", "-q"], stdin=subprocess.PIPE, text=True)
-    holder.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n")
-    holder.stdin.flush()
-    wait_for(lambda: pg.scalar("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' "
-                               f"AND relation = '{table}'::regclass AND granted") == "1",
-             what="lock")
-    return holder
-
-
-def release(holder):
-    holder.stdin.write("COMMIT;\n")
-    holder.stdin.close()
-    holder.wait(10)
-
-
-def waiting_on_lock(pg, application_name):
-    return pg.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                     "AND application_name = :'p1'", application_name) != "0"
 
 
 class SlowClient:

@@ -5,25 +5,8 @@ entries each progress does not starve the watchdog."""
 import socket
 import subprocess
 
-from syncd_harness import Syncd, new_id, now_ms, user_data, wait_for
+from syncd_harness import (Syncd, hold_lock, new_id, now_ms, release, user_data, wait_for)
 
-
-def hold_lock(pg, table):
-    """A psql session holding an exclusive lock on `table` until it ends."""
-    holder = subprocess.Popen(["psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
-                               "-X", "-q"], stdin=subprocess.PIPE, text=True)
-    holder.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n")
-    holder.stdin.flush()
-    wait_for(lambda: pg.scalar("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' "
-                               "AND relation = :'p1'::regclass AND granted", table) == "1",
-             what=f"the lock on {table}")
-    return holder
-
-
-def release(holder):
-    holder.stdin.write("COMMIT;\n")
-    holder.stdin.close()
-    holder.wait(10)
 
 
 def test_each_entry_of_a_batch_feeds_the_watchdog(pg, redis_server, tmp_path):
