@@ -623,6 +623,32 @@ def conf_text(tmp, port, upstream_port, http="", server="", main="", events="",
     return "\n".join(lines)
 
 
+def nginx_t_conf(http="", server="", location="", redis="session_redis 127.0.0.1:6379;"):
+    """A small whole configuration for `nginx -t` cases: the module, one
+    server and a location /app/ holding `location`. "@TMP@" stands for the
+    directory nginx_test_config runs in."""
+    return """
+load_module %(so)s;
+error_log stderr;
+pid @TMP@/nginx.pid;
+events { worker_connections 64; }
+http {
+    access_log off;
+    %(redis)s
+    %(http)s
+    server {
+        listen 127.0.0.1:1;
+        %(server)s
+        location /app/ {
+            %(location)s
+            return 200;
+        }
+    }
+}
+""" % {"so": module_path(), "redis": redis, "http": http, "server": server,
+       "location": location}
+
+
 def nginx_test_config(text, workdir=None):
     """Runs `nginx -t` on a configuration text: (returncode, output)."""
     tmp = workdir or tempfile.mkdtemp(prefix="ngx-t-")

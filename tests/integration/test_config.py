@@ -9,26 +9,7 @@ GOOD_REDIS = "session_redis 127.0.0.1:6379;"
 
 
 def conf(http="", server="", location="", redis=GOOD_REDIS):
-    return """
-load_module %(so)s;
-error_log stderr;
-pid @TMP@/nginx.pid;
-events { worker_connections 64; }
-http {
-    access_log off;
-    %(redis)s
-    %(http)s
-    server {
-        listen 127.0.0.1:1;
-        %(server)s
-        location /app/ {
-            %(location)s
-            return 200;
-        }
-    }
-}
-""" % {"so": harness.module_path(), "redis": redis, "http": http, "server": server,
-       "location": location}
+    return harness.nginx_t_conf(http=http, server=server, location=location, redis=redis)
 
 
 def nginx_t(text, tmp_path):

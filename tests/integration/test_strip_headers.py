@@ -134,30 +134,8 @@ def test_internal_redirect_strips_in_the_new_location(nginx, upstream):
 
 # --- nginx -t ---------------------------------------------------------------
 
-def nginx_t_conf(server="", location="", http=""):
-    return """
-load_module %(so)s;
-error_log stderr;
-pid @TMP@/nginx.pid;
-events { worker_connections 64; }
-http {
-    access_log off;
-    session_redis 127.0.0.1:6379;
-    %(http)s
-    server {
-        listen 127.0.0.1:1;
-        %(server)s
-        location /app/ {
-            %(location)s
-            return 200;
-        }
-    }
-}
-""" % {"so": harness.module_path(), "http": http, "server": server, "location": location}
-
-
 def nginx_t(tmp_path, **kw):
-    text = nginx_t_conf(**kw).replace("@TMP@", str(tmp_path))
+    text = harness.nginx_t_conf(**kw).replace("@TMP@", str(tmp_path))
     return harness.nginx_test_config(text, str(tmp_path))
 
 
