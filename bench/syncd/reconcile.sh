@@ -27,35 +27,16 @@ old_bin=${OLD_SYNCD_BIN:-}
 users=${BENCH_USERS:-100000}
 history=${BENCH_HISTORY:-1}
 old_timeout=${BENCH_OLD_TIMEOUT:-900}
-pg_bin=/usr/lib/postgresql/15/bin
 
 [ -x "$syncd_bin" ] || { echo "bench: $syncd_bin not built (make)" >&2; exit 2; }
 for tool in redis-server redis-cli psql runuser; do
   command -v "$tool" >/dev/null || { echo "bench: $tool missing (make deps)" >&2; exit 2; }
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=servers.sh
+. "$here/servers.sh"
 
-work=$(mktemp -d /tmp/syncd-reconcile-bench.XXXXXX)
-chmod 755 "$work"
-redis_pid=
-cleanup() {
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null || true
-  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg" -m fast -w stop >/dev/null 2>&1 || true
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-pg_port=$(free_port)
-redis_port=$(free_port)
-mkdir "$work/pg" && chown postgres:postgres "$work/pg"
-runuser -u postgres -- "$pg_bin/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 >/dev/null
-runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w \
-  -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
-  >"$work/redis.log" 2>&1 &
-redis_pid=$!
-for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_servers syncd-reconcile-bench
 
 export SYNCD_DATABASE_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres
 export SYNCD_REDIS_URL=redis://127.0.0.1:$redis_port/0

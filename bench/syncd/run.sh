@@ -23,7 +23,6 @@ seconds=${BENCH_SECONDS:-15}
 conns=${BENCH_CONNECTIONS:-16}
 threads=${BENCH_THREADS:-2}
 requests=${BENCH_REQUESTS:-$((seconds * 8000))}
-pg_bin=/usr/lib/postgresql/15/bin
 secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 
 [ -x "$syncd_bin" ] || { echo "bench: $syncd_bin not built (make)" >&2; exit 2; }
@@ -31,29 +30,11 @@ for tool in wrk redis-server psql pgbench runuser; do
   command -v "$tool" >/dev/null || { echo "bench: $tool missing (make deps)" >&2; exit 2; }
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=servers.sh
+. "$here/servers.sh"
 
-work=$(mktemp -d /tmp/syncd-bench.XXXXXX)
-chmod 755 "$work"
-syncd_pid= redis_pid=
-cleanup() {
-  [ -n "$syncd_pid" ] && kill "$syncd_pid" 2>/dev/null && wait "$syncd_pid" 2>/dev/null || true
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null || true
-  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg" -m fast -w stop >/dev/null 2>&1 || true
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-pg_port=$(free_port)
-redis_port=$(free_port)
+start_servers syncd-bench -c max_connections=100
 syncd_port=$(free_port)
-mkdir "$work/pg" && chown postgres:postgres "$work/pg"
-runuser -u postgres -- "$pg_bin/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 >/dev/null
-runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w \
-  -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=100" start >/dev/null
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
-  >"$work/redis.log" 2>&1 &
-redis_pid=$!
 
 export SYNCD_LISTEN=127.0.0.1:$syncd_port
 export SYNCD_DATABASE_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres
@@ -64,6 +45,7 @@ export SYNCD_DB_POOL=$conns
 "$syncd_bin" migrate >/dev/null
 "$syncd_bin" serve >"$work/syncd.log" 2>&1 &
 syncd_pid=$!
+bench_pids+=("$syncd_pid")
 for _ in $(seq 100); do
   curl -sf "http://$SYNCD_LISTEN/healthz" >/dev/null && break
   sleep 0.1
