@@ -14,6 +14,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.append(os.path.join(os.path.dirname(__file__), ".."))  # tests/topology.py
 
 import harness  # noqa: E402
 

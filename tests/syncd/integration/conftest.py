@@ -4,6 +4,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.append(os.path.join(os.path.dirname(__file__), "..", ".."))  # tests/topology.py
 
 from syncd_harness import Postgres, Redis, Syncd  # noqa: E402
 
