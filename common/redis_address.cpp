@@ -1,5 +1,6 @@
 #include "common/redis_address.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 
@@ -72,7 +73,7 @@ bool parse_endpoint(std::string_view text, std::uint16_t default_port, RedisEndp
             }
             port = rest.substr(1);
             if (port.empty()) {
-                error = "the port after \"" + std::string(host) + "\" is empty";
+                error = "the port is empty";
                 return false;
             }
         }
@@ -80,24 +81,24 @@ bool parse_endpoint(std::string_view text, std::uint16_t default_port, RedisEndp
         auto colon = text.rfind(':');
         if (colon != std::string_view::npos) {
             if (text.find(':') != colon) {
-                error = "write an IPv6 address in brackets: [" + std::string(text) + "]";
+                error = "an IPv6 address must be written in brackets: [::1]:6379";
                 return false;
             }
             host = text.substr(0, colon);
             port = text.substr(colon + 1);
             if (port.empty()) {
-                error = "the port after \"" + std::string(host) + "\" is empty";
+                error = "the port is empty";
                 return false;
             }
         }
     }
     if (!valid_host(host)) {
-        error = "invalid host \"" + std::string(host) + "\"";
+        error = "invalid host name or address";
         return false;
     }
     long long n = default_port;
     if (!port.empty() && (!parse_number(port, 65535, n) || n == 0)) {
-        error = "invalid port \"" + std::string(port) + "\"";
+        error = "invalid port (expected 1-65535)";
         return false;
     }
     ep.host.assign(host);
@@ -108,7 +109,7 @@ bool parse_endpoint(std::string_view text, std::uint16_t default_port, RedisEndp
 bool parse_db(std::string_view s, int& db, std::string& error) {
     long long n = 0;
     if (!parse_number(s, 1000000, n)) {
-        error = "invalid database number \"" + std::string(s) + "\"";
+        error = "invalid database number (expected a number)";
         return false;
     }
     db = static_cast<int>(n);
@@ -164,7 +165,12 @@ std::optional<RedisAddress> parse_url(std::string_view scheme, std::string_view 
             return std::nullopt;
         }
         RedisEndpoint ep;
-        if (!parse_endpoint(item, default_port, ep, error)) return std::nullopt;
+        if (!parse_endpoint(item, default_port, ep, error)) {
+            // Which host, never its text: without an '@' a mistyped
+            // password would be read as a host and echoed.
+            error = "host " + std::to_string(a.endpoints.size() + 1) + ": " + error;
+            return std::nullopt;
+        }
         a.endpoints.push_back(std::move(ep));
         if (comma == std::string_view::npos) break;
         pos = comma + 1;
@@ -272,8 +278,12 @@ std::optional<RedisAddress> parse_redis_address(std::string_view text, std::stri
     }
     std::string_view scheme = text.substr(0, sep);
     if (scheme != "redis" && scheme != "rediss" && scheme != "sentinel" && scheme != "cluster") {
-        error = "unknown scheme \"" + std::string(scheme) +
-                "://\": expected redis://, rediss://, sentinel:// or cluster://";
+        bool word = scheme.size() <= 16 && std::all_of(scheme.begin(), scheme.end(), [](char c) {
+                        return std::isalpha(static_cast<unsigned char>(c));
+                    });
+        // A scheme that is not a word may be a mistyped credential: not echoed.
+        error = "unknown scheme" + (word ? " \"" + std::string(scheme) + "://\"" : std::string()) +
+                ": expected redis://, rediss://, sentinel:// or cluster://";
         return std::nullopt;
     }
     return parse_url(scheme, text.substr(sep + 3), error);

@@ -116,7 +116,17 @@ TEST(RedisAddress, ErrorsNameTheProblemNeverThePassword) {
     EXPECT_NE(parse_error("redis://h:1\n").find("control"), std::string::npos);
     EXPECT_NE(parse_error("redis://h!:1").find("invalid host"), std::string::npos);
 
-    std::string e = parse_error("redis://user:topsecret%zz@h:1");
+    // No '@': the password reads as a host; it is not echoed.
+    std::string e = parse_error("redis://:s3cret:host:1");
+    EXPECT_EQ(e.find("s3cret"), std::string::npos) << e;
+    EXPECT_NE(e.find("host 1"), std::string::npos) << e;
+    e = parse_error("s3cret@redis://h:1");
+    EXPECT_EQ(e.find("s3cret"), std::string::npos) << e;
+    e = parse_error("sentinel://h1,s3cret!/m");
+    EXPECT_EQ(e.find("s3cret"), std::string::npos) << e;
+    EXPECT_NE(e.find("host 2: invalid host"), std::string::npos) << e;
+
+    e = parse_error("redis://user:topsecret%zz@h:1");
     EXPECT_NE(e.find("percent"), std::string::npos);
     EXPECT_EQ(e.find("topsecret"), std::string::npos);
     e = parse_error("redis://nocolon@h:1");
