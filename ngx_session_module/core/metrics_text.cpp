@@ -85,6 +85,9 @@ std::string format_prometheus(const MetricsSnapshot& snapshot) {
     append_single(out, "nginx_session_touches_total",
                   "Sliding-expiry updates of last_active_at sent to Redis.", "counter",
                   snapshot.touches);
+    append_single(out, "nginx_session_redis_tls_handshake_failures_total",
+                  "TLS handshakes with Redis that failed or did not verify.", "counter",
+                  snapshot.tls_handshake_failures);
 
     constexpr std::string_view kLatency = "nginx_session_redis_lookup_seconds";
     append_header(out, kLatency, "Latency of Redis session lookups.", "histogram");

@@ -30,6 +30,7 @@ struct MetricsSnapshot {
     std::uint64_t redis_connected_workers = 0;  // gauge
     std::uint64_t redis_workers = 0;            // gauge: workers running
     std::uint64_t touches = 0;
+    std::uint64_t tls_handshake_failures = 0;
     // Per bucket, not cumulative; the formatter accumulates.
     std::array<std::uint64_t, kLatencyBucketCount> latency_buckets{};
     std::uint64_t latency_sum_us = 0;
@@ -44,6 +45,7 @@ struct MetricsSnapshot {
 //   nginx_session_redis_connected_workers          gauge
 //   nginx_session_workers                          gauge
 //   nginx_session_touches_total                    counter
+//   nginx_session_redis_tls_handshake_failures_total counter
 //   nginx_session_redis_lookup_seconds             histogram (le in seconds)
 std::string format_prometheus(const MetricsSnapshot& snapshot);
 

@@ -11,7 +11,7 @@ constexpr std::int64_t kMsPerSecond = 1000;
 
 // One HMGET answer: exactly `count` elements, each a bulk string or nil.
 // Anything else (a status, an integer, a nested array or error) is a shape
-// the lookup script never produces.
+// HMGET never produces.
 template <std::size_t N>
 bool decode_hmget(const redisReply* reply,
                   std::array<std::optional<std::string_view>, N>& fields) noexcept {
@@ -86,6 +86,11 @@ constexpr std::array<std::string_view, kSessionFieldCount> kSessionFieldLabels =
 constexpr std::array<std::string_view, kUserFieldCount> kUserFieldLabels = {
     "user:role", "user:roles", "user:db_id", "user:email", "user:status"};
 
+// Where each copy in kSessionReadFieldNames (after the session's own
+// fields) belongs in LookupRecord::user.
+constexpr std::array<UserField, kUserFieldCount> kCopiedUserFields = {
+    UserField::status, UserField::role, UserField::roles, UserField::db_id, UserField::email};
+
 bool has_control_byte(std::optional<std::string_view> value) noexcept {
     if (!value.has_value()) return false;
     for (char c : *value) {
@@ -114,33 +119,6 @@ bool LookupRecord::user_missing() const noexcept {
     return true;
 }
 
-DecodeStatus decode_lookup_reply(const redisReply* reply, LookupRecord& out) noexcept {
-    out = LookupRecord{};
-    if (reply == nullptr) return DecodeStatus::malformed;
-    if (reply->type == REDIS_REPLY_ERROR) return DecodeStatus::redis_error;
-    if (reply->type != REDIS_REPLY_ARRAY || reply->element == nullptr ||
-        (reply->elements != 1 && reply->elements != 2)) {
-        return DecodeStatus::malformed;
-    }
-    if (!decode_hmget(reply->element[0], out.session)) {
-        out = LookupRecord{};
-        return DecodeStatus::malformed;
-    }
-    // The script reads the user hash exactly when the session names a user.
-    // Holding it to that fails closed: a single array for a session with a
-    // user_id would otherwise skip the ban check.
-    const bool names_user = out.get(SessionField::user_id).has_value();
-    if (names_user != (reply->elements == 2)) {
-        out = LookupRecord{};
-        return DecodeStatus::malformed;
-    }
-    if (names_user && !decode_hmget(reply->element[1], out.user)) {
-        out = LookupRecord{};
-        return DecodeStatus::malformed;
-    }
-    return DecodeStatus::ok;
-}
-
 DecodeStatus decode_session_hmget(const redisReply* reply, LookupRecord& out) noexcept {
     if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) return DecodeStatus::redis_error;
     if (!decode_hmget(reply, out.session)) {
@@ -157,6 +135,33 @@ DecodeStatus decode_user_hmget(const redisReply* reply, LookupRecord& out) noexc
         return DecodeStatus::malformed;
     }
     return DecodeStatus::ok;
+}
+
+DecodeStatus decode_session_read(const redisReply* reply, LookupRecord& out,
+                                 bool& user_copied) noexcept {
+    out = LookupRecord{};
+    user_copied = false;
+    if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) return DecodeStatus::redis_error;
+    std::array<std::optional<std::string_view>, kSessionReadFieldCount> fields;
+    if (!decode_hmget(reply, fields)) return DecodeStatus::malformed;
+    for (std::size_t i = 0; i < kSessionFieldCount; ++i) out.session[i] = fields[i];
+    // user_status is the marker: copies without it are not trusted to be
+    // complete (a writer's own fields named like ours), so the user hash
+    // decides as it did before version 2.
+    user_copied = fields[kSessionFieldCount].has_value();
+    if (user_copied) {
+        for (std::size_t i = 0; i < kUserFieldCount; ++i) {
+            out.user[static_cast<std::size_t>(kCopiedUserFields[i])] =
+                fields[kSessionFieldCount + i];
+        }
+    }
+    return DecodeStatus::ok;
+}
+
+bool needs_user_read(const LookupRecord& session_only, std::int64_t now_ms) noexcept {
+    LookupRecord session = session_only;
+    session.user = {};
+    return evaluate(session, now_ms, Policy{}).outcome == Outcome::ok;
 }
 
 std::string_view find_control_byte_field(const LookupRecord& record) noexcept {

@@ -12,7 +12,7 @@ struct redisReply;
 
 namespace session::core {
 
-// Fields read from <prefix>sess:<id>, in the order the lookup script asks.
+// The session's own fields in <prefix>sess:<id>, in the order they are read.
 enum class SessionField : std::size_t {
     user_id,
     expires_at,
@@ -23,7 +23,8 @@ enum class SessionField : std::size_t {
 };
 inline constexpr std::size_t kSessionFieldCount = 6;
 
-// Fields read from <prefix>user:<user id>, in the order the script asks.
+// The user's fields: read from <prefix>user:<user id> in this order, or
+// from their copies in the session hash (kSessionReadFieldNames).
 enum class UserField : std::size_t {
     role,
     roles,
@@ -33,12 +34,21 @@ enum class UserField : std::size_t {
 };
 inline constexpr std::size_t kUserFieldCount = 5;
 
-// The field names, in the order above: what the lookup script and the JWT
-// overlay's plain HMGETs ask for.
+// The field names, in the order above: what the JWT overlay's two HMGETs,
+// and the opaque check's user read, ask for.
 inline constexpr std::array<std::string_view, kSessionFieldCount> kSessionFieldNames = {
     "user_id", "expires_at", "status", "idle_timeout", "last_active_at", "token_type"};
 inline constexpr std::array<std::string_view, kUserFieldCount> kUserFieldNames = {
     "role", "roles", "db_id", "email", "status"};
+
+// The opaque check's one-key read (contract version 2): the session's own
+// fields, then the copies of its user's fields that a version 2 writer keeps
+// in every session hash of the user. `user_status` (the user's `status`)
+// marks a hash that carries them; without it the user hash is read as well.
+inline constexpr std::size_t kSessionReadFieldCount = kSessionFieldCount + kUserFieldCount;
+inline constexpr std::array<std::string_view, kSessionReadFieldCount> kSessionReadFieldNames = {
+    "user_id",     "expires_at", "status", "idle_timeout", "last_active_at", "token_type",
+    "user_status", "role",       "roles",  "db_id",        "email"};
 
 // One lookup's answer. Non-owning: the views point into a reply or a buffer
 // that outlives the record. nullopt is a field Redis did not have.
@@ -52,26 +62,40 @@ struct LookupRecord {
     std::optional<std::string_view> get(UserField f) const noexcept {
         return user[static_cast<std::size_t>(f)];
     }
-    // The user hash was missing (or had none of the fields read).
+    // No user field was found (no user hash, or none of its fields).
     bool user_missing() const noexcept;
 };
 
 enum class DecodeStatus {
     ok,
-    redis_error,  // an error reply (NOSCRIPT, WRONGTYPE, OOM, ...)
-    malformed,    // a reply of a shape the lookup script never returns
+    redis_error,  // an error reply (WRONGTYPE, OOM, NOPERM, ...)
+    malformed,    // a reply of a shape HMGET never returns
 };
 
-// Decodes the lookup script's reply: an array of one or two arrays, the
-// session's HMGET and (when it named a user) the user's HMGET; each element
-// a bulk string or nil. The record's views point into `reply`.
-DecodeStatus decode_lookup_reply(const redisReply* reply, LookupRecord& out) noexcept;
-
-// One plain HMGET's answer (the JWT overlay's two reads): the session's
-// fields (kSessionFieldNames) into out.session, or the user's into out.user.
-// The views point into `reply`; the other half of `out` is left as it is.
+// One plain HMGET's answer (the JWT overlay's two reads, the opaque check's
+// user read): the session's fields (kSessionFieldNames) into out.session, or
+// the user's (kUserFieldNames) into out.user. The views point into `reply`;
+// the other half of `out` is left as it is.
 DecodeStatus decode_session_hmget(const redisReply* reply, LookupRecord& out) noexcept;
 DecodeStatus decode_user_hmget(const redisReply* reply, LookupRecord& out) noexcept;
+
+// The opaque check's one-key read (HMGET of kSessionReadFieldNames): the
+// session's fields into out.session and, when the hash has `user_status`,
+// the user's copies into out.user with `user_copied` set. Without
+// `user_status` the copies are ignored (out.user empty, `user_copied`
+// false): such a hash was written by an application or a writer of contract
+// version 1, and the user hash decides (needs_user_read). The views point
+// into `reply`; on failure `out` is empty.
+DecodeStatus decode_session_read(const redisReply* reply, LookupRecord& out,
+                                 bool& user_copied) noexcept;
+
+// For a session read without the user's copies: true when the session hash
+// alone passes (a live session naming a user id), so that the user hash
+// must be read to decide. False when it refuses by itself (absent,
+// malformed, token_type, status, expired, a control byte): no user hash
+// could let it through, and the check answers without a second read.
+// (Reading it could at most turn `expired` into `revoked`, both a 401.)
+bool needs_user_read(const LookupRecord& session_only, std::int64_t now_ms) noexcept;
 
 // The check's outcome; also the values of $session_status.
 enum class Outcome {
@@ -111,6 +135,8 @@ Verdict evaluate(const LookupRecord& record, std::int64_t now_ms, const Policy& 
 
 // The name of the first field ("sess:<field>" or "user:<field>") holding a
 // byte below 0x20 or 0x7f, or an empty view when every field is clean.
+// "user:<field>" names the user's field whether it came from the user hash
+// or from its copy in the session hash (contract version 2).
 // Such a value would reach $session_user_* and from there a request header
 // raw (CR/LF split it); evaluate() and evaluate_overlay() refuse the record
 // as `invalid`, and the caller uses this to say which field, never its value.

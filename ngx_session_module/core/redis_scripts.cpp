@@ -4,29 +4,8 @@
 
 namespace session::core {
 
-// Redis converts a Lua nil to false in HMGET's answer and false back to a nil
-// bulk string on the way out, so the tables below have no holes (a hole would
-// truncate the array). The user key is derived from the session hash, which
-// is why the module needs a standalone (non-cluster) Redis.
-// The flag lets Redis 7 skip its write bookkeeping: about a third less CPU
-// per lookup (redis-benchmark, Redis 7.0). Redis 6 rejects the line, so the
-// legacy script is the same text without it.
-constexpr std::string_view kFlaggedLookupScript = R"lua(#!lua flags=no-writes
-local session = redis.call('HMGET', KEYS[1],
-    'user_id', 'expires_at', 'status', 'idle_timeout', 'last_active_at', 'token_type')
-local user_id = session[1]
-if not user_id then
-    return {session}
-end
-local user = redis.call('HMGET', ARGV[1] .. 'user:' .. user_id,
-    'role', 'roles', 'db_id', 'email', 'status')
-return {session, user}
-)lua";
-
-const std::string_view kLookupScript = kFlaggedLookupScript;
-const std::string_view kLookupScriptLegacy =
-    kFlaggedLookupScript.substr(kFlaggedLookupScript.find('\n') + 1);
-
+// One key per script: the touch reads and writes only the session hash, so
+// it runs on any topology, Redis Cluster included.
 // Lua numbers are doubles: exact for millisecond timestamps (< 2^53).
 // string.format('%d') keeps PEXPIRE's argument an integer in decimal form.
 const std::string_view kTouchScript = R"lua(

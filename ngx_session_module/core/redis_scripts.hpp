@@ -1,18 +1,11 @@
-// The Lua scripts the module runs in Redis, and their SHA1 for EVALSHA.
+// The Lua script the module runs in Redis (sliding expiry), and its SHA1 for
+// EVALSHA. The check itself reads with plain HMGETs (record.hpp): no script.
 #pragma once
 
 #include <string>
 #include <string_view>
 
 namespace session::core {
-
-// KEYS[1] = <prefix>sess:<id>, ARGV[1] = <prefix>. Returns the session's
-// HMGET (fields in SessionField order) and, when it names a user_id, the
-// user's HMGET (UserField order): one round trip for both hashes.
-// Flagged no-writes (Redis 7 and later).
-extern const std::string_view kLookupScript;
-// The same script without the flags line, for Redis before 7.
-extern const std::string_view kLookupScriptLegacy;
 
 // KEYS[1] = <prefix>sess:<id>, ARGV[1] = now (Unix ms), ARGV[2] = touch
 // interval (ms). Sets last_active_at = now when the session exists and its

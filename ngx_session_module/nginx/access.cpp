@@ -5,6 +5,7 @@
 #include <new>
 
 #include "core/flat_record.hpp"
+#include "core/overlay.hpp"
 #include "core/token.hpp"
 #include "nginx/cache_zone.hpp"
 #include "nginx/clerk_handshake.hpp"
@@ -365,50 +366,112 @@ bool has_org_gates(const LocConf* lcf) noexcept {
            (lcf->required_permissions != nullptr && lcf->required_permissions->nelts > 0);
 }
 
-namespace {
-
-bool session_absent(const core::LookupRecord& record) noexcept {
-    for (const auto& field : record.session) {
-        if (field.has_value()) return false;
+ngx_str_t redis_key(ngx_http_request_t* r, std::string_view kind, std::string_view id) noexcept {
+    const MainConf* mcf = main_conf(r);
+    ngx_str_t key{0, nullptr};
+    std::size_t len = mcf->redis.prefix.len + kind.size() + id.size();
+    key.data = static_cast<u_char*>(ngx_pnalloc(r->pool, len));
+    if (key.data != nullptr) {
+        u_char* p = ngx_cpymem(key.data, mcf->redis.prefix.data, mcf->redis.prefix.len);
+        p = ngx_cpymem(p, kind.data(), kind.size());
+        ngx_memcpy(p, id.data(), id.size());
+        key.len = len;
     }
-    return true;
+    return key;
 }
 
-ngx_int_t judge_reply(ngx_http_request_t* r, RequestCtx* ctx, const redisReply* reply) noexcept {
-    core::LookupRecord from_reply;
-    if (core::decode_lookup_reply(reply, from_reply) != core::DecodeStatus::ok) {
-        if (reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "session_redis: lookup failed: %*s",
-                          static_cast<size_t>(reply->len), reply->str);
-        }
-        return redis_unavailable(r, ctx);
-    }
-    // Copy out of the reply, which hiredis frees after this callback.
-    std::size_t len = core::flat_size(from_reply);
+namespace {
+
+// The whole record is read (the session with its user's fields): copy it
+// out of the reply, which is freed after this callback, cache it and judge
+// it. The cache holds the combined record however many reads it took.
+ngx_int_t judge_read(ngx_http_request_t* r, RequestCtx* ctx,
+                     const core::LookupRecord& record) noexcept {
+    std::size_t len = core::flat_size(record);
     auto* flat = static_cast<unsigned char*>(ngx_pnalloc(r->pool, len));
     if (flat == nullptr) {
         return conclude(r, ctx, Outcome::error);
     }
-    core::flat_encode(from_reply, flat);
+    core::flat_encode(record, flat);
     if (const LocConf* lcf = loc_conf(r); lcf->cache_zone != nullptr) {
-        cache_put(lcf->cache_zone, to_view(ctx->token), flat, len, session_absent(from_reply),
-                  ctx->cache_generation);
+        cache_put(lcf->cache_zone, to_view(ctx->token), flat, len,
+                  core::session_hash_absent(record), ctx->cache_generation);
     }
     return judge(r, ctx, flat, len, false);
+}
+
+ngx_int_t read_failed(ngx_http_request_t* r, RequestCtx* ctx, const redisReply* reply,
+                      LookupFailure failure) noexcept {
+    if (failure == LookupFailure::timeout) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0, "session_redis: lookup timed out");
+    } else if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "session_redis: lookup failed: %*s",
+                      static_cast<size_t>(reply->len), reply->str);
+    }
+    return redis_unavailable(r, ctx);
+}
+
+void on_user_read_done(void* owner, const redisReply* reply, LookupFailure failure) noexcept;
+
+// The one-key read's answer. True when the check goes on with a second read
+// (the user hash), false when it has concluded.
+bool read_session(ngx_http_request_t* r, RequestCtx* ctx, const redisReply* reply,
+                  Lookup* first) noexcept {
+    core::LookupRecord record;
+    bool user_copied = false;
+    if (core::decode_session_read(reply, record, user_copied) != core::DecodeStatus::ok) {
+        read_failed(r, ctx, reply, LookupFailure::none);
+        return false;
+    }
+    if (user_copied || !core::needs_user_read(record, now_ms())) {
+        judge_read(r, ctx, record);
+        return false;
+    }
+    // A live session without its user's copies (an application's hash, or
+    // one written before contract version 2): the user hash decides. The
+    // session half waits in the request pool.
+    std::size_t len = core::flat_size(record);
+    auto* flat = static_cast<unsigned char*>(ngx_pnalloc(r->pool, len));
+    std::string_view user_id = *record.get(core::SessionField::user_id);
+    ngx_str_t user_key = redis_key(r, "user:", user_id);
+    if (flat == nullptr || user_key.data == nullptr) {
+        conclude(r, ctx, Outcome::error);
+        return false;
+    }
+    core::flat_encode(record, flat);
+    ctx->session_flat = flat;
+    ctx->session_flat_len = len;
+    ctx->lookup = redis_lookup_user(to_view(user_key), first, ctx, on_user_read_done);
+    await_lookup(r, ctx);  // concludes at once when it could not be sent
+    return ctx->lookup != nullptr;
 }
 
 void on_lookup_done(void* owner, const redisReply* reply, LookupFailure failure) noexcept {
     auto* ctx = static_cast<RequestCtx*>(owner);
     ngx_http_request_t* r = ctx->request;
+    Lookup* first = ctx->lookup;
     ctx->lookup = nullptr;
 
-    if (failure == LookupFailure::none) {
-        judge_reply(r, ctx, reply);
+    if (failure != LookupFailure::none) {
+        read_failed(r, ctx, reply, failure);
+    } else if (read_session(r, ctx, reply, first)) {
+        return;  // the request waits on for the user read
+    }
+    resume_request(r);
+}
+
+void on_user_read_done(void* owner, const redisReply* reply, LookupFailure failure) noexcept {
+    auto* ctx = static_cast<RequestCtx*>(owner);
+    ngx_http_request_t* r = ctx->request;
+    ctx->lookup = nullptr;
+
+    core::LookupRecord record;
+    if (failure != LookupFailure::none ||
+        !core::flat_decode(ctx->session_flat, ctx->session_flat_len, record) ||
+        core::decode_user_hmget(reply, record) != core::DecodeStatus::ok) {
+        read_failed(r, ctx, reply, failure);
     } else {
-        if (failure == LookupFailure::timeout) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0, "session_redis: lookup timed out");
-        }
-        redis_unavailable(r, ctx);
+        judge_read(r, ctx, record);
     }
     resume_request(r);
 }
@@ -419,20 +482,6 @@ void detach_lookup(void* data) noexcept {
         redis_detach(ctx->lookup);
         ctx->lookup = nullptr;
     }
-}
-
-ngx_str_t build_session_key(ngx_http_request_t* r, std::string_view token) noexcept {
-    const MainConf* mcf = main_conf(r);
-    ngx_str_t key{0, nullptr};
-    std::size_t len = mcf->redis.prefix.len + 5 + token.size();
-    key.data = static_cast<u_char*>(ngx_pnalloc(r->pool, len));
-    if (key.data != nullptr) {
-        u_char* p = ngx_cpymem(key.data, mcf->redis.prefix.data, mcf->redis.prefix.len);
-        p = ngx_cpymem(p, "sess:", 5);
-        ngx_memcpy(p, token.data(), token.size());
-        key.len = len;
-    }
-    return key;
 }
 
 ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
@@ -484,7 +533,7 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
         return conclude(r, ctx, Outcome::invalid);
     }
     ctx->token = copy_to_pool(r->pool, *token);
-    ctx->session_key = build_session_key(r, *token);
+    ctx->session_key = redis_key(r, "sess:", *token);
     if (ctx->token.data == nullptr || ctx->session_key.data == nullptr) {
         return fail_internal(r, ctx);
     }

@@ -34,7 +34,11 @@ struct RequestCtx {
     core::LookupRecord record;        // views into `flat`
     const unsigned char* stale_flat;  // an expired cache entry, if any
     std::size_t stale_flat_len;
-    Lookup* lookup;                      // in flight, or nullptr
+    Lookup* lookup;  // in flight, or nullptr
+    // The session hash, while its user hash is read (a session without the
+    // user's copies; request pool). Never judged on its own.
+    const unsigned char* session_flat;
+    std::size_t session_flat_len;
     ngx_atomic_uint_t cache_generation;  // the cache zone's, when the check started
     // JWT mode (jwt_access.cpp): the token verified as a JWT; `claims` view
     // into `claims_flat`; `flat` then holds the overlay entry
@@ -66,6 +70,10 @@ ngx_int_t fail_internal(ngx_http_request_t* r, RequestCtx* ctx) noexcept;
 // When `record` (judged invalid) holds a control byte, says which field, once
 // per worker.
 void log_if_control_bytes(ngx_http_request_t* r, const core::LookupRecord& record) noexcept;
+
+// <prefix><kind><id> (kind "sess:" or "user:") in the request pool;
+// {0, nullptr} when out of memory.
+ngx_str_t redis_key(ngx_http_request_t* r, std::string_view kind, std::string_view id) noexcept;
 
 // Redis could not answer: judge a stale cache entry if there is one, else
 // conclude `error`.

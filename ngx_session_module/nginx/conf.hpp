@@ -15,21 +15,31 @@ extern ngx_module_t ngx_session_module;
 
 namespace session::ngx {
 
-// session_redis: where this worker's one Redis connection goes.
+// session_redis: where this worker's one Redis connection goes, and how.
 struct RedisConf {
     ngx_flag_t configured;
-    ngx_str_t address_text;  // as written, for log messages
-    ngx_str_t host;          // numeric IP, NUL-terminated; empty for unix:
+    ngx_str_t address_text;  // without credentials: for log messages
+    ngx_str_t host;          // as written (a name or an IP), NUL-terminated; empty for unix:
     ngx_int_t port;
     ngx_str_t unix_path;  // NUL-terminated; empty for TCP
-    ngx_str_t password;   // never logged
-    ngx_int_t db;         // -1: leave the connection's default
+    // The address resolved at configuration time (with the port): the one
+    // connected to, or the fallback when re-resolving a name fails.
+    ngx_addr_t addr;
+    ngx_flag_t host_is_name;  // re-resolved before each reconnect when http{} has a resolver
+    ngx_str_t user;           // ACL user; empty: AUTH <password> (the default user)
+    ngx_str_t password;       // never logged
+    ngx_int_t db;             // -1: leave the connection's default
     ngx_msec_t timeout;
     ngx_msec_t connect_timeout;
     // No reply at all for this long, with commands outstanding: the
     // connection is dead (a single late reply is not). 0 until parsed.
     ngx_msec_t dead_after;
     ngx_str_t prefix;
+    // TLS (rediss://, or `tls`): the client context, made at configuration
+    // load; nullptr for plain TCP.
+    ngx_ssl_t* ssl;
+    ngx_str_t server_name;  // NUL-terminated: SNI and the name verified
+    ngx_flag_t tls_verify;  // the chain and server_name (tls_verify=off: neither)
 };
 
 struct MainConf {

@@ -142,21 +142,6 @@ JwtError obtain_claims(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lc
     return JwtError::none;
 }
 
-// <prefix><kind><id>, in the request pool.
-ngx_str_t redis_key(ngx_http_request_t* r, std::string_view kind, std::string_view id) noexcept {
-    const MainConf* mcf = main_conf(r);
-    ngx_str_t key{0, nullptr};
-    std::size_t len = mcf->redis.prefix.len + kind.size() + id.size();
-    key.data = static_cast<u_char*>(ngx_pnalloc(r->pool, len));
-    if (key.data != nullptr) {
-        u_char* p = ngx_cpymem(key.data, mcf->redis.prefix.data, mcf->redis.prefix.len);
-        p = ngx_cpymem(p, kind.data(), kind.size());
-        ngx_memcpy(p, id.data(), id.size());
-        key.len = len;
-    }
-    return key;
-}
-
 void on_overlay_done(void* owner, const core::LookupRecord* record,
                      LookupFailure failure) noexcept {
     auto* ctx = static_cast<RequestCtx*>(owner);

@@ -28,6 +28,7 @@ struct MetricsShared {
     ngx_atomic_t redis_timeouts;
     ngx_atomic_t redis_reconnects;
     ngx_atomic_t touches;
+    ngx_atomic_t tls_handshake_failures;
     ngx_atomic_t latency_buckets[core::kLatencyBucketCount];
     ngx_atomic_t latency_sum_us;
     WorkerSlot workers[kWorkerSlots];
@@ -81,6 +82,7 @@ core::MetricsSnapshot snapshot() noexcept {
     s.redis_timeouts = g_metrics->redis_timeouts;
     s.redis_reconnects = g_metrics->redis_reconnects;
     s.touches = g_metrics->touches;
+    s.tls_handshake_failures = g_metrics->tls_handshake_failures;
     for (std::size_t i = 0; i < core::kLatencyBucketCount; ++i) {
         s.latency_buckets[i] = g_metrics->latency_buckets[i];
     }
@@ -137,6 +139,10 @@ void count_redis_timeout() noexcept {
 
 void count_redis_reconnect() noexcept {
     if (g_metrics != nullptr) add(g_metrics->redis_reconnects);
+}
+
+void count_tls_handshake_failure() noexcept {
+    if (g_metrics != nullptr) add(g_metrics->tls_handshake_failures);
 }
 
 void count_touch() noexcept {

@@ -22,6 +22,7 @@ void count_cache(bool hit) noexcept;
 void count_redis_error() noexcept;
 void count_redis_timeout() noexcept;
 void count_redis_reconnect() noexcept;
+void count_tls_handshake_failure() noexcept;
 void count_touch() noexcept;
 void observe_lookup_latency(std::uint64_t microseconds) noexcept;
 

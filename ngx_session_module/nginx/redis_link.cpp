@@ -1,6 +1,5 @@
 #include "nginx/redis_link.hpp"
 
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <time.h>
 
@@ -10,11 +9,12 @@
 #include <new>
 #include <string>
 
+#include "core/backoff.hpp"
 #include "core/flat_record.hpp"
 #include "core/redis_scripts.hpp"
 #include "core/revocation.hpp"
 #include "nginx/metrics_zone.hpp"
-#include "nginx/redis_events.hpp"
+#include "nginx/redis_conn.hpp"
 
 namespace session::ngx {
 
@@ -24,19 +24,15 @@ struct Lookup {
     OverlayDone overlay_done = nullptr;  // set for an overlay read instead of `done`
     int replies_pending = 0;             // overlay: replies still to come
     std::string session_part;            // overlay: the session half, flat
-    std::string key;
     ngx_event_t timer{};
-    timespec sent{};
+    timespec sent{};        // the check's first send (a second read inherits it)
     bool finished = false;  // `done` already ran (timeout or failure)
-    bool retried_with_eval = false;
+    bool followed = false;  // a second read goes on with the check (redis_lookup_user)
 };
 
 namespace {
 
-// The first reconnect after a loss is immediate (a restart or a failover is
-// usually over by then); the ones after it back off.
-constexpr ngx_msec_t kFirstBackoffMs = 100;
-constexpr ngx_msec_t kMaxBackoffMs = 2000;
+constexpr ngx_msec_t kMaxResolveMs = 5000;
 
 enum class LinkState { disconnected, connecting, connected };
 
@@ -55,14 +51,14 @@ class Link {
           role_(role),
           on_revocation_(on_revocation),
           on_resubscribe_(on_resubscribe),
-          lookup_script_(core::kLookupScript),
-          lookup_sha_(core::script_sha1(core::kLookupScript)),
-          flagged_sha_(lookup_sha_),
-          legacy_sha_(core::script_sha1(core::kLookupScriptLegacy)),
-          touch_sha_(core::script_sha1(core::kTouchScript)) {
+          touch_sha_(core::script_sha1(core::kTouchScript)),
+          conn_(cycle->log, this, on_ready, on_lost) {
         init_timer(&reconnect_timer_, on_reconnect_timer);
         init_timer(&connect_timer_, on_connect_timer);
         init_timer(&dead_timer_, on_dead_timer);
+        ngx_memcpy(&address_, conf_->addr.sockaddr, conf_->addr.socklen);
+        socklen_ = conf_->addr.socklen;
+        find_resolver(cycle);
     }
 
     void start() noexcept { connect(); }
@@ -75,10 +71,16 @@ class Link {
         if (connect_timer_.timer_set) {
             ngx_del_timer(&connect_timer_);
         }
+        if (resolving_ != nullptr) {
+            ngx_resolve_name_done(resolving_);
+            resolving_ = nullptr;
+        }
         drop("worker exiting");
     }
 
-    Lookup* lookup(std::string_view session_key, void* owner, LookupDone done) noexcept;
+    template <std::size_t N>
+    Lookup* lookup(std::string_view key, const std::array<std::string_view, N>& fields, void* owner,
+                   LookupDone done) noexcept;
     Lookup* overlay(std::string_view session_key, std::string_view user_key, void* owner,
                     OverlayDone done) noexcept;
     void touch(std::string_view session_key, std::int64_t now_ms,
@@ -93,35 +95,35 @@ class Link {
     }
 
     void connect() noexcept;
-    bool attach(redisAsyncContext* ac) noexcept;
+    void find_resolver(ngx_cycle_t* cycle) noexcept;
+    void resolve_then_connect() noexcept;
+    static void on_resolved(ngx_resolver_ctx_t* ctx) noexcept;
     void send_handshake() noexcept;
-    void load_lookup_script() noexcept;
     void drop(const char* reason) noexcept;
     void schedule_reconnect() noexcept;
-    bool send_lookup(Lookup* lookup, bool with_eval) noexcept;
     template <std::size_t N>
-    bool send_hmget(std::string_view key, const std::array<std::string_view, N>& fields,
-                    void* privdata) noexcept;
+    bool send_hmget(RedisReplyFn fn, std::string_view key,
+                    const std::array<std::string_view, N>& fields, void* privdata) noexcept;
     void log_failure(const char* what, const char* detail) noexcept;
-    bool command(redisCallbackFn* fn, void* privdata, int argc, const char** argv,
+    bool command(RedisReplyFn fn, void* privdata, int argc, const char** argv,
                  const std::size_t* argvlen) noexcept;
-    void note_answered(const redisAsyncContext* ac, const redisReply* reply) noexcept;
+    void note_answered(const redisReply* reply) noexcept;
     void forget_unanswered() noexcept;
 
     static void on_reconnect_timer(ngx_event_t* ev) noexcept;
     static void on_connect_timer(ngx_event_t* ev) noexcept;
     static void on_dead_timer(ngx_event_t* ev) noexcept;
     static void on_lookup_timeout(ngx_event_t* ev) noexcept;
-    static void on_policy_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
-    static void on_connect(const redisAsyncContext* ac, int status) noexcept;
-    static void on_disconnect(const redisAsyncContext* ac, int status) noexcept;
-    static void on_handshake_reply(redisAsyncContext* ac, void* reply, void* step) noexcept;
-    static void on_lookup_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
-    static void on_overlay_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+    static void on_policy_reply(void* link, redisReply* reply, void* privdata) noexcept;
+    static void on_ready(void* link) noexcept;
+    static void on_lost(void* link, const char* reason, bool tls) noexcept;
+    static void on_handshake_reply(void* link, redisReply* reply, void* step) noexcept;
+    static void on_lookup_reply(void* link, redisReply* reply, void* privdata) noexcept;
+    static void on_overlay_reply(void* link, redisReply* reply, void* privdata) noexcept;
     Lookup* new_lookup(void* owner) noexcept;
-    static void on_touch_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+    static void on_touch_reply(void* link, redisReply* reply, void* privdata) noexcept;
     bool send_touch(Touch* touch, bool with_eval) noexcept;
-    static void on_channel_message(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+    static void on_channel_message(void* link, redisReply* reply, void* privdata) noexcept;
     void mark_healthy() noexcept;
     // The metrics' connection state follows the lookup connection only.
     void report_connected(bool connected) noexcept {
@@ -133,16 +135,20 @@ class Link {
     LinkRole role_;
     RevocationHandler on_revocation_;
     ResubscribeHandler on_resubscribe_;
-    std::string_view lookup_script_;  // kLookupScript, or the legacy one
-    std::string lookup_sha_;
-    std::string flagged_sha_;
-    std::string legacy_sha_;
     std::string touch_sha_;
-    redisAsyncContext* ac_ = nullptr;
+    RedisConn conn_;
+    // Where conn_ goes: the configuration's address, or what the resolver
+    // last said the name is (with the configured port).
+    ngx_sockaddr_t address_{};
+    socklen_t socklen_ = 0;
+    ngx_resolver_t* resolver_ = nullptr;  // http{}'s, when it has servers and the host is a name
+    ngx_msec_t resolver_timeout_ = 0;
+    ngx_resolver_ctx_t* resolving_ = nullptr;
+    bool resolve_failure_logged_ = false;
     LinkState state_ = LinkState::disconnected;
     ngx_event_t reconnect_timer_{};
     ngx_event_t connect_timer_{};
-    ngx_msec_t backoff_ = 0;  // the next reconnect's delay
+    core::ReconnectBackoff backoff_;  // immediate first, then 100 ms doubling to 2 s
     // Lookup connection: when each command still unanswered was sent, oldest
     // first (Redis answers in order), and how many there are. The times may
     // lack a few entries (out of memory): the oldest then reads younger than
@@ -174,54 +180,87 @@ bool is_noscript(const redisReply* reply) noexcept {
 // --- connection lifecycle -----------------------------------------------------
 
 void Link::connect() noexcept {
-    if (stopping_ || ac_ != nullptr) {
+    if (stopping_ || conn_.is_open()) {
         return;
     }
-    redisAsyncContext* ac =
-        conf_->unix_path.len > 0
-            ? redisAsyncConnectUnix(reinterpret_cast<const char*>(conf_->unix_path.data))
-            : redisAsyncConnect(reinterpret_cast<const char*>(conf_->host.data),
-                                static_cast<int>(conf_->port));
-    if (ac == nullptr) {
-        log_failure("cannot allocate a connection", "");
+    RedisPeer peer{};
+    peer.sockaddr = &address_.sockaddr;
+    peer.socklen = socklen_;
+    peer.name = const_cast<ngx_str_t*>(&conf_->address_text);
+    peer.ssl = conf_->ssl;
+    peer.server_name = conf_->server_name;
+    peer.verify = conf_->tls_verify != 0;
+    if (!conn_.open(peer)) {
+        log_failure(conn_.reason(), "");
         schedule_reconnect();
         return;
     }
-    if (ac->err != 0) {
-        log_failure("connect failed", ac->errstr);
-        redisAsyncFree(ac);
-        schedule_reconnect();
-        return;
-    }
-    if (!attach(ac)) {
-        redisAsyncFree(ac);
-        schedule_reconnect();
-        return;
-    }
-    ac_ = ac;
     state_ = LinkState::connecting;
     forget_unanswered();
     ngx_add_timer(&connect_timer_, conf_->connect_timeout);
-    // The server may have been upgraded: try the flagged script again.
-    lookup_script_ = core::kLookupScript;
-    lookup_sha_ = flagged_sha_;
     send_handshake();
 }
 
-bool Link::attach(redisAsyncContext* ac) noexcept {
-    // The subscriber only listens: without TCP keepalive a peer that vanished
-    // (failover, partition without RST) would go unnoticed for good.
-    if (ac->c.connection_type == REDIS_CONN_TCP) {
-        redisEnableKeepAlive(&ac->c);
+// http{}'s `resolver`, when it has servers: the name is then looked up
+// again before each reconnect, so that a failover that moves a DNS name is
+// followed. Without one, the address resolved at configuration load stays.
+void Link::find_resolver(ngx_cycle_t* cycle) noexcept {
+    if (!conf_->host_is_name) {
+        return;
     }
-    if (!attach_to_event_loop(ac, log_)) {
-        log_failure("no free nginx connection for", "worker_connections exhausted");
-        return false;
+    auto* http = reinterpret_cast<ngx_http_conf_ctx_t*>(cycle->conf_ctx[ngx_http_module.index]);
+    auto* clcf =
+        static_cast<ngx_http_core_loc_conf_t*>(http->loc_conf[ngx_http_core_module.ctx_index]);
+    if (clcf != nullptr && clcf->resolver != nullptr && clcf->resolver->connections.nelts > 0) {
+        resolver_ = clcf->resolver;
+        // resolver_timeout defaults to 30 s: a reconnect should not wait
+        // that long on DNS when the last known address may still work.
+        resolver_timeout_ = std::min<ngx_msec_t>(clcf->resolver_timeout, kMaxResolveMs);
     }
-    ac->data = this;
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    return true;
+}
+
+void Link::resolve_then_connect() noexcept {
+    if (stopping_ || conn_.is_open() || resolving_ != nullptr) {
+        return;
+    }
+    if (resolver_ == nullptr) {
+        connect();
+        return;
+    }
+    ngx_resolver_ctx_t* ctx = ngx_resolve_start(resolver_, nullptr);
+    if (ctx == nullptr || ctx == NGX_NO_RESOLVER) {
+        connect();
+        return;
+    }
+    ctx->name = conf_->host;
+    ctx->handler = on_resolved;
+    ctx->data = this;
+    ctx->timeout = resolver_timeout_;
+    resolving_ = ctx;
+    // The handler may run before this returns (a cached answer).
+    if (ngx_resolve_name(ctx) != NGX_OK) {
+        resolving_ = nullptr;  // nginx freed ctx
+        connect();
+    }
+}
+
+void Link::on_resolved(ngx_resolver_ctx_t* ctx) noexcept {
+    auto* self = static_cast<Link*>(ctx->data);
+    self->resolving_ = nullptr;
+    if (ctx->state == NGX_OK && ctx->naddrs > 0 &&
+        ctx->addrs[0].socklen <= static_cast<socklen_t>(sizeof(self->address_))) {
+        ngx_memcpy(&self->address_, ctx->addrs[0].sockaddr, ctx->addrs[0].socklen);
+        self->socklen_ = ctx->addrs[0].socklen;
+        ngx_inet_set_port(&self->address_.sockaddr, static_cast<in_port_t>(self->conf_->port));
+        self->resolve_failure_logged_ = false;
+    } else if (!self->resolve_failure_logged_) {
+        self->resolve_failure_logged_ = true;
+        ngx_log_error(NGX_LOG_WARN, self->log_, 0,
+                      "session_redis %V: cannot resolve \"%V\": %s, using the last known address",
+                      &self->conf_->address_text, &ctx->name, ngx_resolver_strerror(ctx->state));
+    }
+    ngx_resolve_name_done(ctx);
+    self->connect();
 }
 
 // Pipelined ahead of any lookup, so every lookup on this connection runs
@@ -231,7 +270,13 @@ void Link::send_handshake() noexcept {
     static const char* kSelect = "SELECT";
     static const char* kLoadTouch = "SCRIPT LOAD touch";
 
-    if (conf_->password.len > 0) {
+    if (conf_->password.len > 0 && conf_->user.len > 0) {
+        // An ACL user (Redis 6+): AUTH user password.
+        const char* argv[] = {"AUTH", reinterpret_cast<const char*>(conf_->user.data),
+                              reinterpret_cast<const char*>(conf_->password.data)};
+        std::size_t argvlen[] = {4, conf_->user.len, conf_->password.len};
+        command(on_handshake_reply, const_cast<char*>(kAuth), 3, argv, argvlen);
+    } else if (conf_->password.len > 0) {
         const char* argv[] = {"AUTH", reinterpret_cast<const char*>(conf_->password.data)};
         std::size_t argvlen[] = {4, conf_->password.len};
         command(on_handshake_reply, const_cast<char*>(kAuth), 2, argv, argvlen);
@@ -244,7 +289,7 @@ void Link::send_handshake() noexcept {
         command(on_handshake_reply, const_cast<char*>(kSelect), 2, argv, argvlen);
     }
     if (role_ == LinkRole::revocations) {
-        // Two parts, no allocation: hiredis copies the arguments.
+        // Two parts, no allocation: the command is encoded at once.
         u_char channel[256];
         std::size_t len = 0;
         if (conf_->prefix.len + kRevocationChannel.size() <= sizeof(channel)) {
@@ -254,10 +299,10 @@ void Link::send_handshake() noexcept {
         }
         const char* argv[] = {"SUBSCRIBE", reinterpret_cast<const char*>(channel)};
         std::size_t argvlen[] = {9, len};
-        redisAsyncCommandArgv(ac_, on_channel_message, this, 2, argv, argvlen);
+        // Every reply after this one is a message: all go to the callback.
+        conn_.send(on_channel_message, this, 2, argv, argvlen, true);
         return;
     }
-    load_lookup_script();
     const char* touch_argv[] = {"SCRIPT", "LOAD", core::kTouchScript.data()};
     std::size_t touch_len[] = {6, 4, core::kTouchScript.size()};
     command(on_handshake_reply, const_cast<char*>(kLoadTouch), 3, touch_argv, touch_len);
@@ -268,19 +313,12 @@ void Link::send_handshake() noexcept {
     command(on_policy_reply, nullptr, 3, policy_argv, policy_len);
 }
 
-void Link::load_lookup_script() noexcept {
-    static const char* kLoadLookup = "SCRIPT LOAD lookup";
-    const char* argv[] = {"SCRIPT", "LOAD", lookup_script_.data()};
-    std::size_t argvlen[] = {6, 4, lookup_script_.size()};
-    command(on_handshake_reply, const_cast<char*>(kLoadLookup), 3, argv, argvlen);
-}
-
 // Every command that gets exactly one reply goes through here, so that
 // dead_after= knows when the oldest unanswered one was sent. SUBSCRIBE does
 // not (its callback runs once per message).
-bool Link::command(redisCallbackFn* fn, void* privdata, int argc, const char** argv,
+bool Link::command(RedisReplyFn fn, void* privdata, int argc, const char** argv,
                    const std::size_t* argvlen) noexcept {
-    if (redisAsyncCommandArgv(ac_, fn, privdata, argc, argv, argvlen) != REDIS_OK) {
+    if (!conn_.send(fn, privdata, argc, argv, argvlen)) {
         return false;
     }
     if (role_ != LinkRole::lookups) {
@@ -298,9 +336,9 @@ bool Link::command(redisCallbackFn* fn, void* privdata, int argc, const char** a
     return true;
 }
 
-// A reply on the current connection (nullptr: it is being freed).
-void Link::note_answered(const redisAsyncContext* ac, const redisReply* reply) noexcept {
-    if (role_ != LinkRole::lookups || ac != ac_ || reply == nullptr || unanswered_ == 0) {
+// A reply on the current connection (nullptr: it is being closed).
+void Link::note_answered(const redisReply* reply) noexcept {
+    if (role_ != LinkRole::lookups || reply == nullptr || unanswered_ == 0) {
         return;
     }
     --unanswered_;
@@ -324,7 +362,7 @@ void Link::forget_unanswered() noexcept {
 // rather than on every reply (a busy link answers thousands a second).
 void Link::on_dead_timer(ngx_event_t* ev) noexcept {
     auto* self = static_cast<Link*>(ev->data);
-    if (self->unanswered_ == 0 || self->ac_ == nullptr) {
+    if (self->unanswered_ == 0 || !self->conn_.is_open()) {
         return;
     }
     ngx_msec_t dead_after = self->conf_->dead_after;
@@ -348,13 +386,12 @@ void Link::on_dead_timer(ngx_event_t* ev) noexcept {
     self->drop(reason);
 }
 
-void Link::on_policy_reply(redisAsyncContext* ac, void* reply_ptr, void*) noexcept {
-    auto* self = static_cast<Link*>(ac->data);
-    auto* reply = static_cast<redisReply*>(reply_ptr);
+void Link::on_policy_reply(void* link, redisReply* reply, void*) noexcept {
+    auto* self = static_cast<Link*>(link);
     if (self == nullptr || reply == nullptr) {
         return;
     }
-    self->note_answered(ac, reply);
+    self->note_answered(reply);
     // ["maxmemory-policy", value]; an error (NOPERM) is simply not an answer.
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
         reply->element[1]->type != REDIS_REPLY_STRING) {
@@ -371,23 +408,22 @@ void Link::on_policy_reply(redisAsyncContext* ac, void* reply_ptr, void*) noexce
                   &self->conf_->address_text, policy.size(), policy.data());
 }
 
-// Frees the connection now. Every pending callback runs (with no reply)
-// before redisAsyncFree returns. Never called from inside a hiredis callback.
+// Closes the connection now; every pending callback runs (with no reply)
+// before conn_.close() returns. Safe inside a reply callback. `reason`
+// nullptr: the cause was logged already.
 void Link::drop(const char* reason) noexcept {
-    redisAsyncContext* ac = ac_;
-    ac_ = nullptr;
     state_ = LinkState::disconnected;
     report_connected(false);
     forget_unanswered();
     if (connect_timer_.timer_set) {
         ngx_del_timer(&connect_timer_);
     }
-    if (ac != nullptr) {
-        if (!stopping_) {
+    if (conn_.is_open()) {
+        if (!stopping_ && reason != nullptr) {
             ngx_log_error(NGX_LOG_WARN, log_, 0, "session_redis %V: closing connection: %s",
                           &conf_->address_text, reason);
         }
-        redisAsyncFree(ac);
+        conn_.close();
     }
     schedule_reconnect();
 }
@@ -397,9 +433,8 @@ void Link::schedule_reconnect() noexcept {
         return;
     }
     // A zero timer runs on the next turn of the event loop, never inside
-    // the hiredis callback that may have brought us here.
-    ngx_add_timer(&reconnect_timer_, backoff_);
-    backoff_ = backoff_ == 0 ? kFirstBackoffMs : std::min(backoff_ * 2, kMaxBackoffMs);
+    // the reply callback that may have brought us here.
+    ngx_add_timer(&reconnect_timer_, static_cast<ngx_msec_t>(backoff_.next_delay_ms()));
 }
 
 void Link::log_failure(const char* what, const char* detail) noexcept {
@@ -407,14 +442,14 @@ void Link::log_failure(const char* what, const char* detail) noexcept {
         return;
     }
     failure_logged_ = true;
-    ngx_log_error(NGX_LOG_ERR, log_, 0, "session_redis %V: %s %s (retrying in the background)",
-                  &conf_->address_text, what, detail);
+    ngx_log_error(NGX_LOG_ERR, log_, 0, "session_redis %V: %s%s%s (retrying in the background)",
+                  &conf_->address_text, what, detail[0] != '\0' ? " " : "", detail);
 }
 
 void Link::on_reconnect_timer(ngx_event_t* ev) noexcept {
     auto* self = static_cast<Link*>(ev->data);
     count_redis_reconnect();
-    self->connect();
+    self->resolve_then_connect();
 }
 
 void Link::on_connect_timer(ngx_event_t* ev) noexcept {
@@ -425,63 +460,37 @@ void Link::on_connect_timer(ngx_event_t* ev) noexcept {
     }
 }
 
-void Link::on_connect(const redisAsyncContext* ac, int status) noexcept {
-    auto* self = static_cast<Link*>(ac->data);
-    if (self == nullptr || ac != self->ac_) {
-        return;
-    }
+// TCP connected, and TLS verified when configured: the handshake commands
+// already queued go out now.
+void Link::on_ready(void* link) noexcept {
+    auto* self = static_cast<Link*>(link);
     if (self->connect_timer_.timer_set) {
         ngx_del_timer(&self->connect_timer_);
-    }
-    if (status != REDIS_OK) {
-        // hiredis frees the context when this callback returns.
-        self->log_failure("connect failed", ac->errstr);
-        self->ac_ = nullptr;
-        self->state_ = LinkState::disconnected;
-        self->forget_unanswered();
-        self->schedule_reconnect();
-        return;
     }
     self->state_ = LinkState::connected;
     self->report_connected(true);
 }
 
-void Link::on_disconnect(const redisAsyncContext* ac, int status) noexcept {
-    auto* self = static_cast<Link*>(ac->data);
-    if (self == nullptr || ac != self->ac_) {
-        return;  // dropped on purpose
-    }
-    self->ac_ = nullptr;
+// The connection failed or was lost; every pending command already had its
+// nullptr reply.
+void Link::on_lost(void* link, const char* reason, bool) noexcept {
+    auto* self = static_cast<Link*>(link);
     self->state_ = LinkState::disconnected;
     self->report_connected(false);
     self->forget_unanswered();
-    if (status != REDIS_OK) {
-        self->log_failure("connection lost:", ac->errstr);
+    if (self->connect_timer_.timer_set) {
+        ngx_del_timer(&self->connect_timer_);
     }
+    self->log_failure(reason, "");
     self->schedule_reconnect();
 }
 
-void Link::on_handshake_reply(redisAsyncContext* ac, void* reply_ptr, void* step) noexcept {
-    auto* self = static_cast<Link*>(ac->data);
-    auto* reply = static_cast<redisReply*>(reply_ptr);
+void Link::on_handshake_reply(void* link, redisReply* reply, void* step) noexcept {
+    auto* self = static_cast<Link*>(link);
     if (self == nullptr || reply == nullptr) {
         return;  // the connection is going away
     }
-    self->note_answered(ac, reply);
-    if (reply->type == REDIS_REPLY_ERROR &&
-        std::strcmp(static_cast<const char*>(step), "SCRIPT LOAD lookup") == 0 &&
-        self->lookup_script_.data() != core::kLookupScriptLegacy.data() &&
-        std::strstr(reply->str, "compiling") != nullptr) {
-        // Redis before 7 has no script flags: use the plain script from now
-        // on (lookups already sent on this connection fail once).
-        ngx_log_error(NGX_LOG_NOTICE, self->log_, 0,
-                      "session_redis %V: no script flags (Redis < 7), using the plain script",
-                      &self->conf_->address_text);
-        self->lookup_script_ = core::kLookupScriptLegacy;
-        self->lookup_sha_ = self->legacy_sha_;
-        self->load_lookup_script();
-        return;
-    }
+    self->note_answered(reply);
     if (reply->type == REDIS_REPLY_ERROR) {
         // Redis's own message names the problem (WRONGPASS, NOAUTH, ...); it
         // never contains the password.
@@ -491,7 +500,7 @@ void Link::on_handshake_reply(redisAsyncContext* ac, void* reply_ptr, void* step
                           &self->conf_->address_text, static_cast<const char*>(step), reply->str);
         }
         self->failure_logged_ = true;
-        redisAsyncDisconnect(ac);  // safe inside a callback, unlike free
+        self->drop(nullptr);
         return;
     }
     if (std::strncmp(static_cast<const char*>(step), "SCRIPT LOAD touch", 17) == 0) {
@@ -507,14 +516,13 @@ void Link::mark_healthy() noexcept {
                       role_ == LinkRole::revocations ? " (revocation channel)" : "");
     }
     failure_logged_ = false;
-    backoff_ = 0;
+    backoff_.reset();
 }
 
 // ["subscribe", channel, count] once, then ["message", channel, payload] per
 // PUBLISH; nullptr when the connection goes away.
-void Link::on_channel_message(redisAsyncContext* ac, void* reply_ptr, void*) noexcept {
-    auto* self = static_cast<Link*>(ac->data);
-    auto* reply = static_cast<redisReply*>(reply_ptr);
+void Link::on_channel_message(void* link, redisReply* reply, void*) noexcept {
+    auto* self = static_cast<Link*>(link);
     if (self == nullptr || reply == nullptr) {
         return;
     }
@@ -522,7 +530,7 @@ void Link::on_channel_message(redisAsyncContext* ac, void* reply_ptr, void*) noe
         ngx_log_error(NGX_LOG_ERR, self->log_, 0, "session_redis %V: SUBSCRIBE failed: %s",
                       &self->conf_->address_text, reply->str);
         self->failure_logged_ = true;
-        redisAsyncDisconnect(ac);
+        self->drop(nullptr);
         return;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
@@ -558,18 +566,8 @@ void Link::on_channel_message(redisAsyncContext* ac, void* reply_ptr, void*) noe
 
 // --- lookups --------------------------------------------------------------------
 
-bool Link::send_lookup(Lookup* lookup, bool with_eval) noexcept {
-    std::string_view prefix = to_view(conf_->prefix);
-    std::string_view script_or_sha = with_eval ? lookup_script_ : std::string_view(lookup_sha_);
-    const char* argv[] = {with_eval ? "EVAL" : "EVALSHA", script_or_sha.data(), "1",
-                          lookup->key.data(), prefix.data() != nullptr ? prefix.data() : ""};
-    std::size_t argvlen[] = {with_eval ? 4u : 7u, script_or_sha.size(), 1, lookup->key.size(),
-                             prefix.size()};
-    return command(on_lookup_reply, lookup, 5, argv, argvlen);
-}
-
 Lookup* Link::new_lookup(void* owner) noexcept {
-    if (ac_ == nullptr) {
+    if (!conn_.is_open()) {
         return nullptr;
     }
     auto* lookup = new (std::nothrow) Lookup();
@@ -586,19 +584,17 @@ Lookup* Link::new_lookup(void* owner) noexcept {
     return lookup;
 }
 
-Lookup* Link::lookup(std::string_view session_key, void* owner, LookupDone done) noexcept {
+// One HMGET of one key: a plain read, no script, so nothing to load on a new
+// connection and nothing to run again after SCRIPT FLUSH.
+template <std::size_t N>
+Lookup* Link::lookup(std::string_view key, const std::array<std::string_view, N>& fields,
+                     void* owner, LookupDone done) noexcept {
     Lookup* lookup = new_lookup(owner);
     if (lookup == nullptr) {
         return nullptr;
     }
-    try {
-        lookup->key.assign(session_key);
-    } catch (...) {
-        delete lookup;
-        return nullptr;
-    }
     lookup->done = done;
-    if (!send_lookup(lookup, false)) {
+    if (!send_hmget(on_lookup_reply, key, fields, lookup)) {
         delete lookup;
         return nullptr;
     }
@@ -607,7 +603,7 @@ Lookup* Link::lookup(std::string_view session_key, void* owner, LookupDone done)
 }
 
 // The owner gets its answer now (fail mode, or a stale entry); the lookup
-// stays with hiredis, whose callback discards the late reply and frees it.
+// stays with the connection, whose callback discards the late reply and frees it.
 // One late reply says nothing about the connection: dead_after= judges that,
 // and closing here would fail every lookup pipelined behind this one.
 void Link::on_lookup_timeout(ngx_event_t* ev) noexcept {
@@ -626,23 +622,11 @@ void Link::on_lookup_timeout(ngx_event_t* ev) noexcept {
     }
 }
 
-void Link::on_lookup_reply(redisAsyncContext* ac, void* reply_ptr, void* privdata) noexcept {
+void Link::on_lookup_reply(void* link, redisReply* reply, void* privdata) noexcept {
     auto* lookup = static_cast<Lookup*>(privdata);
-    auto* reply = static_cast<redisReply*>(reply_ptr);
-    auto* self = static_cast<Link*>(ac->data);
-    if (self != nullptr) {
-        self->note_answered(ac, reply);
+    if (auto* self = static_cast<Link*>(link); self != nullptr) {
+        self->note_answered(reply);
     }
-
-    if (is_noscript(reply) && !lookup->retried_with_eval && !lookup->finished && self != nullptr &&
-        ac == self->ac_) {
-        // Someone ran SCRIPT FLUSH: EVAL runs the script and loads it again.
-        lookup->retried_with_eval = true;
-        if (self->send_lookup(lookup, true)) {
-            return;
-        }
-    }
-
     if (lookup->timer.timer_set) {
         ngx_del_timer(&lookup->timer);
     }
@@ -652,17 +636,20 @@ void Link::on_lookup_reply(redisAsyncContext* ac, void* reply_ptr, void* privdat
             count_redis_error();
             lookup->done(lookup->owner, nullptr, LookupFailure::connection);
         } else {
-            observe_lookup_latency(static_cast<std::uint64_t>(elapsed_us(lookup->sent)));
+            const auto latency = static_cast<std::uint64_t>(elapsed_us(lookup->sent));
             if (reply->type == REDIS_REPLY_ERROR) count_redis_error();
             lookup->done(lookup->owner, reply, LookupFailure::none);
+            // A check that went on with a second read is observed once, when
+            // that one is answered.
+            if (!lookup->followed) observe_lookup_latency(latency);
         }
     }
     delete lookup;
 }
 
 template <std::size_t N>
-bool Link::send_hmget(std::string_view key, const std::array<std::string_view, N>& fields,
-                      void* privdata) noexcept {
+bool Link::send_hmget(RedisReplyFn fn, std::string_view key,
+                      const std::array<std::string_view, N>& fields, void* privdata) noexcept {
     const char* argv[N + 2];
     std::size_t argvlen[N + 2];
     argv[0] = "HMGET";
@@ -673,7 +660,7 @@ bool Link::send_hmget(std::string_view key, const std::array<std::string_view, N
         argv[i + 2] = fields[i].data();
         argvlen[i + 2] = fields[i].size();
     }
-    return command(on_overlay_reply, privdata, static_cast<int>(N + 2), argv, argvlen);
+    return command(fn, privdata, static_cast<int>(N + 2), argv, argvlen);
 }
 
 Lookup* Link::overlay(std::string_view session_key, std::string_view user_key, void* owner,
@@ -683,12 +670,12 @@ Lookup* Link::overlay(std::string_view session_key, std::string_view user_key, v
         return nullptr;
     }
     lookup->overlay_done = done;
-    if (!send_hmget(session_key, core::kSessionFieldNames, lookup)) {
+    if (!send_hmget(on_overlay_reply, session_key, core::kSessionFieldNames, lookup)) {
         delete lookup;
         return nullptr;
     }
     lookup->replies_pending = 1;
-    if (!send_hmget(user_key, core::kUserFieldNames, lookup)) {
+    if (!send_hmget(on_overlay_reply, user_key, core::kUserFieldNames, lookup)) {
         // The first reply's callback frees it; the caller fails fast.
         lookup->finished = true;
         lookup->owner = nullptr;
@@ -700,13 +687,12 @@ Lookup* Link::overlay(std::string_view session_key, std::string_view user_key, v
 }
 
 // The session's HMGET, then the user's, in order on one connection. The
-// first half is kept flat in the lookup (hiredis frees each reply after its
+// first half is kept flat in the lookup (each reply is freed after its
 // callback); the second completes the record.
-void Link::on_overlay_reply(redisAsyncContext* ac, void* reply_ptr, void* privdata) noexcept {
+void Link::on_overlay_reply(void* link, redisReply* reply, void* privdata) noexcept {
     auto* lookup = static_cast<Lookup*>(privdata);
-    auto* reply = static_cast<redisReply*>(reply_ptr);
-    if (auto* self = static_cast<Link*>(ac->data); self != nullptr) {
-        self->note_answered(ac, reply);
+    if (auto* self = static_cast<Link*>(link); self != nullptr) {
+        self->note_answered(reply);
     }
     const bool session_half = lookup->replies_pending == 2;
     --lookup->replies_pending;
@@ -793,7 +779,7 @@ bool Link::send_touch(Touch* touch, bool with_eval) noexcept {
 
 void Link::touch(std::string_view session_key, std::int64_t now_ms,
                  std::int64_t interval_ms) noexcept {
-    if (ac_ == nullptr || state_ != LinkState::connected) {
+    if (!conn_.is_open() || state_ != LinkState::connected) {
         return;  // best effort: the next lookup of the session touches again
     }
     Touch* touch = nullptr;
@@ -810,14 +796,14 @@ void Link::touch(std::string_view session_key, std::int64_t now_ms,
     }
 }
 
-void Link::on_touch_reply(redisAsyncContext* ac, void* reply_ptr, void* privdata) noexcept {
-    auto* reply = static_cast<redisReply*>(reply_ptr);
+void Link::on_touch_reply(void* link, redisReply* reply, void* privdata) noexcept {
     auto* touch = static_cast<Touch*>(privdata);
-    auto* self = static_cast<Link*>(ac->data);
+    auto* self = static_cast<Link*>(link);
     if (self != nullptr) {
-        self->note_answered(ac, reply);
+        self->note_answered(reply);
     }
-    if (is_noscript(reply) && !touch->retried_with_eval && self != nullptr && ac == self->ac_) {
+    if (is_noscript(reply) && !touch->retried_with_eval && self != nullptr &&
+        self->conn_.is_open()) {
         touch->retried_with_eval = true;
         if (self->send_touch(touch, true)) {
             return;
@@ -861,7 +847,23 @@ void redis_stop() noexcept {
 }
 
 Lookup* redis_lookup(std::string_view session_key, void* owner, LookupDone done) noexcept {
-    return g_link != nullptr ? g_link->lookup(session_key, owner, done) : nullptr;
+    return g_link != nullptr
+               ? g_link->lookup(session_key, core::kSessionReadFieldNames, owner, done)
+               : nullptr;
+}
+
+Lookup* redis_lookup_user(std::string_view user_key, Lookup* first, void* owner,
+                          LookupDone done) noexcept {
+    if (g_link == nullptr) {
+        return nullptr;
+    }
+    Lookup* lookup = g_link->lookup(user_key, core::kUserFieldNames, owner, done);
+    if (lookup != nullptr && first != nullptr) {
+        // One latency per check, from its first send to its last reply.
+        lookup->sent = first->sent;
+        first->followed = true;
+    }
+    return lookup;
 }
 
 Lookup* redis_overlay(std::string_view session_key, std::string_view user_key, void* owner,

@@ -1,5 +1,5 @@
-// This worker's one Redis connection: hiredis's async API driven by nginx's
-// event loop. Opened in init_process (never in the master), lookups
+// This worker's one Redis connection, on nginx's own connection machinery
+// (redis_conn.hpp: TCP, unix or TLS). Opened in init_process (never in the master), lookups
 // pipelined on it, a timeout per lookup on an nginx timer (a late reply is
 // discarded; only dead_after= of silence closes the connection),
 // reconnection with backoff, and a clean close in exit_process.
@@ -54,11 +54,21 @@ void redis_start(ngx_cycle_t* cycle, const MainConf* conf, RevocationHandler on_
                  ResubscribeHandler on_resubscribe) noexcept;
 void redis_stop() noexcept;
 
-// Runs the lookup script for `session_key`. nullptr when the request
-// cannot be sent now (no connection: the caller fails fast); `done` is then
-// never called. A connection still being opened counts as one: the lookup
-// waits for it within its own timeout.
+// The opaque check's one-key read: HMGET of `session_key`'s fields
+// core::kSessionReadFieldNames (the session's own and, under contract
+// version 2, its user's copies), decoded by core::decode_session_read.
+// nullptr when the request cannot be sent now (no connection: the caller
+// fails fast); `done` is then never called. A connection still being opened
+// counts as one: the lookup waits for it within its own timeout.
 Lookup* redis_lookup(std::string_view session_key, void* owner, LookupDone done) noexcept;
+
+// The same check's second read, for a session hash without the user's
+// copies: HMGET of `user_key`'s core::kUserFieldNames (decode_user_hmget).
+// A lookup of its own (its own timeout, redis_detach), but the check's
+// latency is observed once, from `first`'s send to this reply. Call it from
+// within `first`'s `done`, while `first` is still alive.
+Lookup* redis_lookup_user(std::string_view user_key, Lookup* first, void* owner,
+                          LookupDone done) noexcept;
 
 // JWT mode: HMGET of the session's fields (core::kSessionFieldNames) and of
 // the user's (kUserFieldNames), pipelined: one round trip of plain

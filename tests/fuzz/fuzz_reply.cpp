@@ -1,6 +1,6 @@
 // Arbitrary bytes through hiredis's reader, as Redis's answers would arrive;
-// every complete reply goes through decode_lookup_reply, the flat encoding
-// and evaluate.
+// every complete reply goes through decode_session_read (the opaque check's
+// one-key read), the flat encoding and evaluate.
 #include <hiredis/hiredis.h>
 
 #include <cstddef>
@@ -24,7 +24,7 @@ void require(bool condition) {
 // hiredis 0.14 allocates an array's element vector from the count in the
 // header ("*4000000000\r\n") before any element arrives: a memory bomb in
 // hiredis itself, not in the code under test, and impossible from a real
-// Redis answering our script. Refuse such arrays so the fuzzer explores the
+// Redis answering our HMGET. Refuse such arrays so the fuzzer explores the
 // decoder instead of reporting out-of-memory.
 constexpr int kMaxArrayElements = 1 << 16;
 redisReplyObjectFunctions g_limited_functions;
@@ -111,9 +111,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             void* reply = nullptr;
             if (redisReaderGetReply(reader, &reply) != REDIS_OK || reply == nullptr) break;
             LookupRecord record;
+            bool user_copied = false;
             const DecodeStatus status =
-                decode_lookup_reply(static_cast<const redisReply*>(reply), record);
+                decode_session_read(static_cast<const redisReply*>(reply), record, user_copied);
             if (status == DecodeStatus::ok) {
+                // Without the copies the user half is empty until the user read.
+                require(user_copied || record.user_missing());
+                // A session that asks for its user hash passes on its own.
+                if (!user_copied && needs_user_read(record, 1'700'000'000'000)) {
+                    require(evaluate(record, 1'700'000'000'000, Policy{}).outcome == Outcome::ok);
+                }
                 check_record(record);
             } else {
                 // A refused reply leaves nothing behind that could be used.

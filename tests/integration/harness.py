@@ -16,7 +16,9 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,6 +32,24 @@ DEFAULT_MODULE = os.path.join(REPO, "build", "nginx", "objs", "ngx_session_modul
 # Error log level of every nginx the tests start; NGINX_LOG_LEVEL=debug for
 # a full trace when investigating a failure (the stock nginx has --with-debug).
 LOG_LEVEL = os.environ.get("NGINX_LOG_LEVEL", "info")
+
+# SESSION_TEST_REDIS_TLS=1: every RedisServer speaks TLS only (the test CA of
+# tests/topology.py), its clients use TLS, and redis_directive() points the
+# module at it with rediss:// and ca=: the same suites then run over TLS.
+REDIS_TLS = os.environ.get("SESSION_TEST_REDIS_TLS") == "1"
+_TLS_PORTS = set()  # RedisServer ports that speak TLS
+
+
+def test_pki():
+    """tests/topology.py's shared test PKI (made once per run)."""
+    tests_dir = os.path.join(REPO, "tests")
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    import topology  # noqa: E402 - imports this module back
+    return topology.shared_pki()
+
+
+test_pki.__test__ = False  # not a test despite the name
 
 BAD_LOG_LINE = re.compile(r"\[(alert|crit|emerg)\]|exited on signal|AddressSanitizer|runtime error:")
 
@@ -108,6 +128,13 @@ class RedisServer:
                 "--daemonize", "no", "--protected-mode", "no"]
         if self.password:
             args += ["--requirepass", self.password]
+        if REDIS_TLS:
+            pki = test_pki()
+            args[2] = "0"  # no plain TCP port
+            args += ["--tls-port", str(self.port), "--tls-cert-file", pki.server_cert,
+                     "--tls-key-file", pki.server_key, "--tls-ca-cert-file", pki.ca_cert,
+                     "--tls-auth-clients", "no"]
+            _TLS_PORTS.add(self.port)
         if self.unix_path:
             args += ["--unixsocket", self.unix_path, "--unixsocketperm", "777"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -126,9 +153,12 @@ class RedisServer:
             return ""
 
     def client(self, db=0):
+        tls = {}
+        if REDIS_TLS:
+            tls = {"ssl": True, "ssl_ca_certs": test_pki().ca_cert, "ssl_cert_reqs": "required"}
         return redis_py.Redis(host="127.0.0.1", port=self.port, db=db,
                               password=self.password, decode_responses=True,
-                              socket_timeout=10)
+                              socket_timeout=10, **tls)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -160,6 +190,9 @@ class Monitor:
         self.lines = []
         self._stop = False
         self._sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        if server.port in _TLS_PORTS:
+            context = ssl.create_default_context(cafile=test_pki().ca_cert)
+            self._sock = context.wrap_socket(self._sock, server_hostname="127.0.0.1")
         if server.password:
             self._sock.sendall(resp_encode(["AUTH", server.password]))
             self._readline()
@@ -204,10 +237,15 @@ class Monitor:
         return "\n".join(self.lines)
 
 
-# The fields of <prefix>sess:<id> the lookup script reads, in its order
+# The fields of <prefix>sess:<id> the JWT overlay reads, in its order
 # (kSessionFieldNames in ngx_session_module/core/record.hpp).
 SESSION_FIELDS = ("user_id", "expires_at", "status", "idle_timeout", "last_active_at",
                   "token_type")
+# The opaque check's one-key read: those, then the copies of the user's
+# fields that a contract version 2 writer keeps in the session hash
+# (kSessionReadFieldNames).
+SESSION_READ_FIELDS = SESSION_FIELDS + ("user_status", "role", "roles", "db_id", "email")
+USER_FIELDS = ("role", "roles", "db_id", "email", "status")
 
 
 def seed_session(r, sid, user_id="user_1", expires_in_ms=3600_000, status=None,
@@ -231,6 +269,17 @@ def seed_session(r, sid, user_id="user_1", expires_in_ms=3600_000, status=None,
     if ttl_s:
         r.expire(key, ttl_s)
     return key
+
+
+def seed_session_v2(r, sid, user_id="user_1", user_status="active", role="member", roles=None,
+                    db_id=None, email=None, **kwargs):
+    """A session hash as a contract version 2 writer (syncd) writes it: with
+    copies of its user's fields, `user_status` for the user's `status`, so
+    that the module's check reads this one key and no user hash."""
+    copies = {"user_status": user_status, "role": role, "roles": roles, "db_id": db_id,
+              "email": email}
+    kwargs.update({k: v for k, v in copies.items() if v is not None})
+    return seed_session(r, sid, user_id=user_id, **kwargs)
 
 
 def seed_user(r, user_id="user_1", role="member", roles=None, db_id=None, email=None,
@@ -310,11 +359,15 @@ class FakeRedis:
 
     mode "stall": accepts, reads commands, never answers.
     mode "slow":  answers every command after `delay` seconds: AUTH/SELECT
-                  +OK, PING +PONG, SCRIPT LOAD the script's SHA1, EVALSHA/EVAL
-                  the lookup reply for a valid session of user `user_id`.
+                  +OK, PING +PONG, SCRIPT LOAD the script's SHA1, HMGET of a
+                  sess: key a valid contract version 2 session of user
+                  `user_id` (role admin), HMGET of a user: key role admin.
     mode "redis6": answers at once, in order, as "slow" does, but like a Redis
                   before 7: a script with a "#!" flags line does not compile,
                   and EVALSHA of a script never loaded is NOSCRIPT.
+    mode "v1_stall_user": answers at once, as "slow" does, but the session
+                  hash has no copies of its user's fields (contract version
+                  1), and an HMGET of a user: key is never answered.
     """
 
     def __init__(self, mode="stall", delay=1.0, user_id="user_fake"):
@@ -367,12 +420,16 @@ class FakeRedis:
             return b"-NOSCRIPT No matching script. Please use EVAL.\r\n"
         if old_redis and cmd == b"EVAL" and args[1].startswith(b"#!"):
             return b"-ERR Error compiling script: user_script:1: unexpected symbol near '#'\r\n"
-        if cmd in (b"EVALSHA", b"EVAL"):
-            values = {"user_id": self.user_id, "expires_at": str(now_ms() + 3600_000)}
-            session = resp_array([resp_bulk(values.get(f)) for f in SESSION_FIELDS])
-            user = resp_array([resp_bulk("admin"), resp_bulk(None), resp_bulk(None),
-                               resp_bulk(None), resp_bulk(None)])
-            return resp_array([session, user])
+        if cmd == b"HMGET" and len(args) > 2:
+            key = args[1].decode("latin-1")
+            if "sess:" in key:
+                values = {"user_id": self.user_id, "expires_at": str(now_ms() + 3600_000),
+                          "user_status": "active", "role": "admin"}
+                if self.mode == "v1_stall_user":
+                    del values["user_status"]
+            else:
+                values = {"role": "admin"}
+            return resp_array([resp_bulk(values.get(f.decode("latin-1"))) for f in args[2:]])
         return b"-ERR fake redis does not know %s\r\n" % cmd
 
     def _serve(self, conn):
@@ -404,6 +461,9 @@ class FakeRedis:
                     previous = self._send_later(conn, self._reply(args), previous)
                 elif self.mode == "redis6":
                     self._send(conn, self._reply(args))
+                elif self.mode == "v1_stall_user":
+                    if not (args[0].upper() == b"HMGET" and b"user:" in args[1]):
+                        self._send(conn, self._reply(args))
 
     def _send_later(self, conn, data, previous):
         sent = threading.Event()
@@ -829,6 +889,9 @@ SESSION_HEADERS = """
 
 
 def redis_directive(address, params="timeout=1s connect_timeout=1s"):
+    host, _, port = address.rpartition(":")
+    if REDIS_TLS and not address.startswith("unix:") and port.isdigit() and int(port) in _TLS_PORTS:
+        address = "rediss://%s ca=%s" % (address, test_pki().ca_cert)
     return "session_redis %s %s;" % (address, params)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import harness
 from harness import (METRICS_LOCATION, app_location, cookie, metric, parse_metrics,
-                     redis_directive, seed_session, seed_user, wait_until)
+                     redis_directive, seed_session, seed_session_v2, seed_user, wait_until)
 
 
 def start(nginx, address, zone="sess:1m ttl=30s negative_ttl=30s", directives="session_cache sess;",
@@ -27,11 +27,11 @@ def metrics(n):
 
 
 def test_cache_hit_after_key_deleted(nginx, rds, r, upstream):
-    seed_session(r, "sess_c", "user_c")
-    seed_user(r, "user_c", role="admin", email="c@example.com")
+    # A contract version 2 session: one HMGET per lookup.
+    seed_session_v2(r, "sess_c", "user_c", role="admin", email="c@example.com")
     n = start(nginx, rds.address())
     assert n.get("/app/", headers=cookie("sess_c")).status == 200
-    lookups = rds.calls("evalsha", "eval")
+    lookups = rds.calls("hmget")
     assert lookups == 1
     r.delete("sess:sess_c", "user:user_c")
     resp = n.get("/app/", headers=cookie("sess_c"))
@@ -40,7 +40,7 @@ def test_cache_hit_after_key_deleted(nginx, rds, r, upstream):
     assert resp.upstream_header("X-User-Id") == "user_c"
     assert resp.upstream_header("X-User-Role") == "admin"
     assert resp.upstream_header("X-User-Email") == "c@example.com"
-    assert rds.calls("evalsha", "eval") == lookups
+    assert rds.calls("hmget") == lookups
     m = metrics(n)
     assert metric(m, "nginx_session_cache_hits_total") == 1
     assert metric(m, "nginx_session_cache_misses_total") == 1
@@ -56,11 +56,11 @@ def test_cache_hit_on_a_large_entry(nginx, rds, r):
     seed_user(r, "user_big", role="admin", roles=roles)
     n = start(nginx, rds.address())
     assert n.get("/app/", headers=cookie("sess_big")).status == 200
-    lookups = rds.calls("evalsha", "eval")
+    lookups = rds.calls("hmget")
     resp = n.get("/app/", headers=cookie("sess_big"))
     assert resp.status == 200, resp
     assert resp.upstream_header("X-User-Roles") == roles
-    assert rds.calls("evalsha", "eval") == lookups
+    assert rds.calls("hmget") == lookups
     assert metric(metrics(n), "nginx_session_cache_hits_total") == 1
 
 
@@ -95,11 +95,11 @@ def test_cached_entry_honours_each_locations_roles(nginx, rds, r):
 def test_negative_cache(nginx, rds, r):
     n = start(nginx, rds.address(), zone="sess:1m ttl=30s negative_ttl=30s")
     assert n.get("/app/", headers=cookie("sess_later")).status == 401
-    lookups = rds.calls("evalsha", "eval")
+    lookups = rds.calls("hmget")
     seed_session(r, "sess_later", "user_l")
     resp = n.get("/app/", headers=cookie("sess_later"))
     assert resp.status == 401, "negative entry not honoured: %r" % resp
-    assert rds.calls("evalsha", "eval") == lookups
+    assert rds.calls("hmget") == lookups
     m = metrics(n)
     assert metric(m, "nginx_session_cache_hits_total") == 1
     # an uncached location sees the new session
@@ -168,7 +168,7 @@ def test_fresh_cache_entry_served_while_redis_down(nginx, redis_factory):
 
 
 def test_cache_shared_by_workers(nginx, rds, r):
-    seed_session(r, "sess_w", "user_w")
+    seed_session_v2(r, "sess_w", "user_w")  # one HMGET per lookup
     n = nginx(http=redis_directive(rds.address())
               + "\n    session_cache_zone sess:1m ttl=60s;"
               + "\n    log_format pids '$pid $status';"
@@ -190,7 +190,7 @@ def test_cache_shared_by_workers(nginx, rds, r):
         if i >= 4 and len(pids()) >= 2:
             break
     assert len(pids()) == 2, "requests never reached the second worker: %r" % pids()
-    assert rds.calls("evalsha", "eval") == 1
+    assert rds.calls("hmget") == 1
 
 
 def test_lru_eviction_in_a_small_zone(nginx, rds, r):
@@ -260,7 +260,7 @@ def test_revocation_while_a_lookup_is_in_flight_is_not_cached_over(nginx, fake_r
                what="the module to subscribe to the revocation channel")
 
     def lookups():
-        return len([c for c in fake.saw("EVALSHA", "EVAL") if "sess:sess_race" in c])
+        return len([c for c in fake.saw("HMGET") if "sess:sess_race" in c])
 
     first = {}
     t = threading.Thread(target=lambda: first.setdefault(

@@ -77,7 +77,7 @@ def test_unix_socket_with_password_db_prefix(nginx, redis_factory):
 def test_default_timeouts(nginx, rds, r):
     # no optional parameter at all
     seed_session(r, "sess_d", "user_d")
-    n = nginx(http="session_redis %s;" % rds.address(), server=app_location("/app/"))
+    n = nginx(http=redis_directive(rds.address(), ""), server=app_location("/app/"))
     assert n.get("/app/", headers=cookie("sess_d")).status == 200
 
 

@@ -139,7 +139,7 @@ def test_graceful_quit_with_lookup_in_flight(nginx, fake_redis):
               server=app_location("/app/"))
     s = socket.create_connection(("127.0.0.1", n.port), timeout=15)
     s.sendall(b"GET /app/q HTTP/1.1\r\nHost: t\r\nCookie: sessionId=sess_inflight\r\nConnection: close\r\n\r\n")
-    wait_until(lambda: fake.saw("EVALSHA", "EVAL"), 10, what="the lookup at the fake Redis")
+    wait_until(lambda: fake.saw("HMGET"), 10, what="the lookup at the fake Redis")
     n.proc.send_signal(signal.SIGQUIT)
     data = b""
     while True:

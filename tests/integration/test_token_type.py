@@ -58,7 +58,8 @@ def test_syncd_hashes_are_refused_and_never_touched(nginx, rds, r, upstream):
         assert n.last_session_status() == "invalid"
     assert upstream.requests == []
     assert r.hget("sess:sess_live", "last_active_at") == str(last_active)
-    assert rds.calls("evalsha", "eval") == 2
+    # one HMGET each: a session refused by itself never reads its user hash
+    assert rds.calls("hmget") == 2
 
 
 def test_cached_record_keeps_its_token_type(nginx, rds, r, upstream):
@@ -72,6 +73,7 @@ def test_cached_record_keeps_its_token_type(nginx, rds, r, upstream):
         assert n.last_session_status() == "invalid"
         assert n.get("/app/", headers=bearer("sess_app")).status == 200
         assert n.last_session_status() == "ok"
-    # One lookup each: the later verdicts came from the cached records.
-    assert rds.calls("evalsha", "eval") == 2
+    # One lookup each (sess_app's: its hash, then its user's, a hash without
+    # the user's copies): the later verdicts came from the cached records.
+    assert rds.calls("hmget") == 3
     assert len(upstream.requests) == 3

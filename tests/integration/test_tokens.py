@@ -4,14 +4,15 @@ garbage never reaches Redis."""
 import pytest
 
 import harness
-from harness import app_location, cookie, redis_directive, seed_session, seed_user
+from harness import app_location, cookie, redis_directive, seed_session, seed_session_v2, seed_user
 
 
 @pytest.fixture
 def two_users(r):
-    seed_session(r, "sess_a", "user_a")
+    # Contract version 2 sessions: one HMGET per lookup, which the tests count.
+    seed_session_v2(r, "sess_a", "user_a", role="admin")
     seed_user(r, "user_a", role="admin")
-    seed_session(r, "sess_b", "user_b")
+    seed_session_v2(r, "sess_b", "user_b", role="viewer")
     seed_user(r, "user_b", role="viewer")
 
 
@@ -135,11 +136,11 @@ GARBAGE = [
 
 def test_token_syntax_checked_before_redis(nginx, rds, r, two_users, upstream):
     n = start(nginx, rds, "header=X-Session-Token bearer")
-    # one valid lookup first, so the connection (and its script loading) exists
+    # one valid lookup first, so the connection (and its handshake) exists
     assert n.get("/app/", headers={"X-Session-Token": "sess_a"}).status == 200
     mon = harness.Monitor(rds)
     try:
-        before = rds.calls("evalsha", "eval")
+        before = rds.calls("hmget")
         for g in GARBAGE:
             resp = n.get("/app/", headers=[("X-Session-Token", g.encode("utf-8").decode("latin-1"))])
             assert resp.status == 401, (g[:40], resp)
@@ -149,7 +150,7 @@ def test_token_syntax_checked_before_redis(nginx, rds, r, two_users, upstream):
         # a valid lookup last: Redis answers in order, so every command the
         # module sent before it has been executed by now
         assert n.get("/app/", headers={"X-Session-Token": "sess_b"}).status == 200
-        after = rds.calls("evalsha", "eval")
+        after = rds.calls("hmget")
         assert after - before == 1, "garbage tokens reached Redis: %d lookups for 1 valid request" % (after - before)
         harness.wait_until(lambda: "sess_b" in mon.text(), 5, what="the last lookup in MONITOR")
         text = mon.text()
@@ -165,15 +166,15 @@ def test_token_syntax_checked_before_redis(nginx, rds, r, two_users, upstream):
 def test_token_length_boundary(nginx, rds, r, two_users):
     n = start(nginx, rds, "header=X-Session-Token")
     longest = "t" * 4096
-    seed_session(r, longest, "user_a")
+    seed_session_v2(r, longest, "user_a", role="admin")
     assert n.get("/app/", headers={"X-Session-Token": "sess_a"}).status == 200
-    before = rds.calls("evalsha", "eval")
+    before = rds.calls("hmget")
     resp = n.get("/app/", headers={"X-Session-Token": longest})
     assert resp.status == 200, resp
     assert resp.upstream_header("X-User-Id") == "user_a"
-    assert rds.calls("evalsha", "eval") == before + 1
+    assert rds.calls("hmget") == before + 1
     assert n.get("/app/", headers={"X-Session-Token": longest + "t"}).status == 401
-    assert rds.calls("evalsha", "eval") == before + 1
+    assert rds.calls("hmget") == before + 1
 
 
 def test_token_full_charset(nginx, rds, r, two_users):
@@ -211,10 +212,10 @@ def test_default_sources_are_clerk_cookie_then_bearer(nginx, rds, two_users):
 def test_cookie_garbage_never_reaches_redis(nginx, rds, two_users, value, upstream):
     n = start(nginx, rds, "cookie=sessionId")
     assert n.get("/app/", headers=cookie("sess_a")).status == 200
-    before = rds.calls("evalsha", "eval")
+    before = rds.calls("hmget")
     resp = n.get("/app/", headers={"Cookie": value})
     assert resp.status == 401, resp
     assert n.get("/app/", headers=cookie("sess_b")).status == 200
-    assert rds.calls("evalsha", "eval") == before + 1
+    assert rds.calls("hmget") == before + 1
     assert n.last_session_status() == "ok"
     assert [e[1] for e in n.session_log()][-2] == "invalid"

@@ -1,5 +1,6 @@
-// decode_lookup_reply on replies parsed by hiredis's own reader from RESP
-// bytes, so the structs are exactly those the module receives.
+// decode_session_read (the opaque check's one-key read) and decode_user_hmget
+// on replies parsed by hiredis's own reader from RESP bytes, so the structs
+// are exactly those the module receives.
 #include <hiredis/hiredis.h>
 
 #include <gtest/gtest.h>
@@ -42,192 +43,213 @@ std::string array(std::initializer_list<std::string> elements) {
     return out;
 }
 
-const std::string kSessionArray =
-    array({bulk("user_1"), bulk("1700000060000"), kNil, bulk("60"), bulk("1700000000000"), kNil});
+// The one-key read: the session's six fields, then the user's copies
+// (user_status role roles db_id email), as kSessionReadFieldNames asks.
+const std::string kSessionFields =
+    bulk("user_1") + bulk("1700000060000") + kNil + bulk("60") + bulk("1700000000000") + kNil;
+const std::string kCopies =
+    bulk("active") + bulk("admin") + bulk("admin org_1/org:admin") + bulk("42") + bulk("a@x.org");
+const std::string kNoCopies = kNil + kNil + kNil + kNil + kNil;
+std::string read_reply(const std::string& session, const std::string& copies) {
+    return "*11\r\n" + session + copies;
+}
 const std::string kUserArray =
-    array({bulk("admin"), bulk("admin acme/org:admin"), bulk("42"), bulk("a@example.com"), kNil});
+    array({bulk("member"), bulk("member"), bulk("7"), bulk("u@x.org"), bulk("banned")});
 
 // The record's views point into the reply, so the reply must outlive every
 // check on the record: each test keeps the last one parsed here.
-class DecodeLookupReply : public testing::Test {
+class DecodeSessionRead : public testing::Test {
   protected:
     DecodeStatus decode(const std::string& resp, LookupRecord& record) {
         reply_ = parse_resp(resp);
         if (!reply_) return DecodeStatus::malformed;  // parse_resp already failed
-        return decode_lookup_reply(reply_.get(), record);
+        return decode_session_read(reply_.get(), record, user_copied_);
     }
 
     ReplyPtr reply_;
+    bool user_copied_ = false;
 };
 
-TEST_F(DecodeLookupReply, SessionAndUser) {
-    const ReplyPtr reply = parse_resp(array({kSessionArray, kUserArray}));
-    ASSERT_TRUE(reply);
+TEST(SessionReadFields, AreTheSessionFieldsThenTheUsersCopies) {
+    for (std::size_t i = 0; i < kSessionFieldCount; ++i) {
+        EXPECT_EQ(kSessionReadFieldNames[i], kSessionFieldNames[i]) << i;
+    }
+    EXPECT_EQ(kSessionReadFieldNames[kSessionFieldCount], "user_status");
+}
+
+TEST_F(DecodeSessionRead, VersionTwoHashCarriesItsUser) {
     LookupRecord record;
-    ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
+    ASSERT_EQ(decode(read_reply(kSessionFields, kCopies), record), DecodeStatus::ok);
+    EXPECT_TRUE(user_copied_);
     EXPECT_EQ(record.get(SessionField::user_id), "user_1");
     EXPECT_EQ(record.get(SessionField::expires_at), "1700000060000");
     EXPECT_EQ(record.get(SessionField::status), std::nullopt);
     EXPECT_EQ(record.get(SessionField::idle_timeout), "60");
     EXPECT_EQ(record.get(SessionField::last_active_at), "1700000000000");
     EXPECT_EQ(record.get(SessionField::token_type), std::nullopt);
+    EXPECT_EQ(record.get(UserField::status), "active");
     EXPECT_EQ(record.get(UserField::role), "admin");
-    EXPECT_EQ(record.get(UserField::roles), "admin acme/org:admin");
+    EXPECT_EQ(record.get(UserField::roles), "admin org_1/org:admin");
     EXPECT_EQ(record.get(UserField::db_id), "42");
-    EXPECT_EQ(record.get(UserField::email), "a@example.com");
-    EXPECT_EQ(record.get(UserField::status), std::nullopt);
-    EXPECT_FALSE(record.user_missing());
+    EXPECT_EQ(record.get(UserField::email), "a@x.org");
     // The views point into the reply, not into copies.
-    const redisReply* user_id = reply->element[0]->element[0];
-    EXPECT_EQ(record.get(SessionField::user_id)->data(), user_id->str);
+    EXPECT_EQ(record.get(SessionField::user_id)->data(), reply_->element[0]->str);
+    EXPECT_EQ(record.get(UserField::email)->data(), reply_->element[10]->str);
     EXPECT_EQ(evaluate(record, 1700000000000, Policy{}).outcome, Outcome::ok);
 }
 
-TEST_F(DecodeLookupReply, SessionWithoutUserHash) {
+TEST_F(DecodeSessionRead, UserStatusOfTheCopyDecides) {
     LookupRecord record;
-    ASSERT_EQ(decode(array({kSessionArray, array({kNil, kNil, kNil, kNil, kNil})}), record),
-              DecodeStatus::ok);
-    EXPECT_EQ(record.get(SessionField::user_id), "user_1");
-    EXPECT_TRUE(record.user_missing());
+    const std::string banned =
+        bulk("banned") + bulk("admin") + bulk("admin") + bulk("42") + bulk("a@x.org");
+    ASSERT_EQ(decode(read_reply(kSessionFields, banned), record), DecodeStatus::ok);
+    EXPECT_TRUE(user_copied_);
+    EXPECT_EQ(evaluate(record, 1700000000000, Policy{}).outcome, Outcome::revoked);
 }
 
-TEST_F(DecodeLookupReply, NoSuchSession) {
-    // The script returns only the session's HMGET when it names no user.
+TEST_F(DecodeSessionRead, WithoutUserStatusTheCopiesAreIgnored) {
+    // An application's own `role` field in its session hash is not a copy:
+    // the user hash decides.
     LookupRecord record;
-    ASSERT_EQ(decode(array({array({kNil, kNil, kNil, kNil, kNil, kNil})}), record),
+    ASSERT_EQ(decode(read_reply(kSessionFields, kNil + bulk("admin") + kNil + kNil + kNil), record),
               DecodeStatus::ok);
+    EXPECT_FALSE(user_copied_);
+    EXPECT_TRUE(record.user_missing());
+    EXPECT_EQ(record.get(SessionField::user_id), "user_1");
+    EXPECT_TRUE(needs_user_read(record, 1700000000000));
+}
+
+TEST_F(DecodeSessionRead, ThenTheUserHash) {
+    LookupRecord record;
+    ASSERT_EQ(decode(read_reply(kSessionFields, kNoCopies), record), DecodeStatus::ok);
+    ASSERT_FALSE(user_copied_);
+    const ReplyPtr user = parse_resp(kUserArray);
+    ASSERT_TRUE(user);
+    ASSERT_EQ(decode_user_hmget(user.get(), record), DecodeStatus::ok);
+    EXPECT_EQ(record.get(SessionField::user_id), "user_1");
+    EXPECT_EQ(record.get(UserField::role), "member");
+    EXPECT_EQ(record.get(UserField::status), "banned");
+    EXPECT_EQ(evaluate(record, 1700000000000, Policy{}).outcome, Outcome::revoked);
+}
+
+TEST_F(DecodeSessionRead, NoSuchSession) {
+    LookupRecord record;
+    ASSERT_EQ(decode(read_reply(kNil + kNil + kNil + kNil + kNil + kNil, kNoCopies), record),
+              DecodeStatus::ok);
+    EXPECT_FALSE(user_copied_);
     for (const auto& field : record.session) EXPECT_FALSE(field.has_value());
     EXPECT_TRUE(record.user_missing());
     EXPECT_EQ(evaluate(record, 0, Policy{}).outcome, Outcome::invalid);
+    EXPECT_FALSE(needs_user_read(record, 0));
 }
 
-TEST_F(DecodeLookupReply, SessionWithoutUserIdOneArray) {
+TEST_F(DecodeSessionRead, EmptyStringsAreNotNil) {
     LookupRecord record;
-    ASSERT_EQ(
-        decode(array({array({kNil, bulk("5"), bulk("active"), kNil, kNil, bulk("jwt")})}), record),
-        DecodeStatus::ok);
-    EXPECT_EQ(record.get(SessionField::expires_at), "5");
-    EXPECT_EQ(record.get(SessionField::status), "active");
-    EXPECT_EQ(record.get(SessionField::token_type), "jwt");
-}
-
-TEST_F(DecodeLookupReply, EmptyStringsAreNotNil) {
-    LookupRecord record;
-    ASSERT_EQ(decode(array({array({bulk(""), bulk(""), bulk(""), bulk(""), bulk(""), bulk("")}),
-                            array({bulk(""), kNil, bulk(""), kNil, bulk("")})}),
-                     record),
+    const std::string empty6 = bulk("") + bulk("") + bulk("") + bulk("") + bulk("") + bulk("");
+    ASSERT_EQ(decode(read_reply(empty6, bulk("") + bulk("") + kNil + bulk("") + kNil), record),
               DecodeStatus::ok);
+    // An empty user_status is present: a copy, and not `active`.
+    EXPECT_TRUE(user_copied_);
     for (const auto& field : record.session) {
         ASSERT_TRUE(field.has_value());
         EXPECT_TRUE(field->empty());
     }
+    EXPECT_EQ(record.get(UserField::status), "");
     EXPECT_EQ(record.get(UserField::role), "");
     EXPECT_EQ(record.get(UserField::roles), std::nullopt);
 }
 
-TEST_F(DecodeLookupReply, ErrorReplies) {
+TEST_F(DecodeSessionRead, ErrorReplies) {
     LookupRecord record;
-    EXPECT_EQ(decode("-NOSCRIPT No matching script. Please use EVAL.\r\n", record),
-              DecodeStatus::redis_error);
     EXPECT_EQ(
         decode("-WRONGTYPE Operation against a key holding the wrong kind of value\r\n", record),
         DecodeStatus::redis_error);
     EXPECT_EQ(decode("-OOM command not allowed\r\n", record), DecodeStatus::redis_error);
+    EXPECT_EQ(decode("-NOPERM this user has no permissions\r\n", record),
+              DecodeStatus::redis_error);
 }
 
-TEST_F(DecodeLookupReply, NullReply) {
+TEST_F(DecodeSessionRead, NullReply) {
     LookupRecord record;
-    EXPECT_EQ(decode_lookup_reply(nullptr, record), DecodeStatus::malformed);
+    bool user_copied = true;
+    EXPECT_EQ(decode_session_read(nullptr, record, user_copied), DecodeStatus::malformed);
+    EXPECT_FALSE(user_copied);
 }
 
-TEST_F(DecodeLookupReply, WrongTopLevelTypes) {
-    for (const std::string& resp :
-         {"+OK\r\n"s, ":1\r\n"s, kNil, bulk("x"), "*-1\r\n"s, "*0\r\n"s, kSessionArray}) {
+TEST_F(DecodeSessionRead, WrongTopLevelTypes) {
+    for (const std::string& resp : {"+OK\r\n"s, ":1\r\n"s, kNil, bulk("x"), "*-1\r\n"s, "*0\r\n"s,
+                                    array({read_reply(kSessionFields, kCopies)})}) {
         LookupRecord record;
         EXPECT_EQ(decode(resp, record), DecodeStatus::malformed) << resp;
     }
 }
 
-TEST_F(DecodeLookupReply, WrongArrayCounts) {
-    const std::string three = array({kSessionArray, kUserArray, kUserArray});
-    // Five session fields: a reply from the lookup script before token_type.
-    const std::string five_fields = array({array({bulk("u"), bulk("1"), kNil, kNil, kNil})});
-    const std::string seven_fields =
-        array({array({bulk("u"), bulk("1"), kNil, kNil, kNil, kNil, kNil})});
-    const std::string short_user = array({kSessionArray, array({bulk("admin"), kNil, kNil, kNil})});
-    const std::string empty_user = array({kSessionArray, "*0\r\n"});
-    const std::string nil_user = array({kSessionArray, "*-1\r\n"});
-    for (const std::string& resp :
-         {three, five_fields, seven_fields, short_user, empty_user, nil_user}) {
+TEST_F(DecodeSessionRead, WrongArrayCounts) {
+    // Six: the JWT overlay's session read; ten and twelve: off by one.
+    const std::string six = "*6\r\n" + kSessionFields;
+    const std::string ten = "*10\r\n" + kSessionFields + kNil + kNil + kNil + kNil;
+    const std::string twelve = "*12\r\n" + kSessionFields + kCopies + kNil;
+    // The lookup script's old answer: the session's array and the user's.
+    const std::string script = array({"*6\r\n" + kSessionFields, kUserArray});
+    for (const std::string& resp : {six, ten, twelve, script}) {
         LookupRecord record;
         EXPECT_EQ(decode(resp, record), DecodeStatus::malformed) << resp;
     }
 }
 
-TEST_F(DecodeLookupReply, WrongElementTypes) {
-    const std::string integer_field =
-        array({array({bulk("u"), ":1700000060000\r\n", kNil, kNil, kNil, kNil})});
-    const std::string status_field = array({array({bulk("u"), "+1\r\n", kNil, kNil, kNil, kNil})});
-    const std::string error_field =
-        array({array({bulk("u"), "-ERR x\r\n", kNil, kNil, kNil, kNil})});
-    const std::string nested_array = array({array({bulk("u"), "*0\r\n", kNil, kNil, kNil, kNil})});
-    const std::string token_type_integer =
-        array({array({bulk("u"), bulk("1"), kNil, kNil, kNil, ":1\r\n"})});
-    const std::string user_integer =
-        array({kSessionArray, array({":1\r\n", kNil, kNil, kNil, kNil})});
-    const std::string first_not_array = array({bulk("x"), kUserArray});
-    const std::string nil_first = array({kNil, kUserArray});
-    for (const std::string& resp : {integer_field, status_field, error_field, nested_array,
-                                    token_type_integer, user_integer, first_not_array, nil_first}) {
+TEST_F(DecodeSessionRead, WrongElementTypes) {
+    const std::string rest = kNil + kNil + kNil + kNil + kNoCopies;
+    for (const std::string& second : {":1700000060000\r\n"s, "+1\r\n"s, "-ERR x\r\n"s, "*0\r\n"s}) {
         LookupRecord record;
-        EXPECT_EQ(decode(resp, record), DecodeStatus::malformed) << resp;
+        EXPECT_EQ(decode(read_reply(bulk("u") + second + rest, ""), record),
+                  DecodeStatus::malformed)
+            << second;
     }
-}
-
-TEST_F(DecodeLookupReply, UserArrayMustMatchUserId) {
+    // In a copy too.
     LookupRecord record;
-    // A session naming a user, without the user's HMGET: fail closed.
-    EXPECT_EQ(decode(array({kSessionArray}), record), DecodeStatus::malformed);
-    // A user's HMGET for a session that names no user.
-    EXPECT_EQ(decode(array({array({kNil, bulk("1"), kNil, kNil, kNil, kNil}), kUserArray}), record),
-              DecodeStatus::malformed);
+    EXPECT_EQ(
+        decode(read_reply(kSessionFields, bulk("active") + ":1\r\n" + kNil + kNil + kNil), record),
+        DecodeStatus::malformed);
 }
 
-TEST_F(DecodeLookupReply, MalformedLeavesEmptyRecord) {
+TEST_F(DecodeSessionRead, MalformedLeavesEmptyRecord) {
     LookupRecord record;
     record.session[0] = "stale";
-    ASSERT_EQ(decode(array({kSessionArray, array({":1\r\n", kNil, kNil, kNil, kNil})}), record),
-              DecodeStatus::malformed);
+    record.user[0] = "stale";
+    user_copied_ = true;
+    ASSERT_EQ(
+        decode(read_reply(kSessionFields, bulk("active") + ":1\r\n" + kNil + kNil + kNil), record),
+        DecodeStatus::malformed);
+    EXPECT_FALSE(user_copied_);
     for (const auto& field : record.session) EXPECT_FALSE(field.has_value());
     EXPECT_TRUE(record.user_missing());
 }
 
-TEST_F(DecodeLookupReply, HugeValue) {
+TEST_F(DecodeSessionRead, HugeValue) {
     const std::string big(8 << 20, 'r');
-    const ReplyPtr reply =
-        parse_resp(array({kSessionArray, array({bulk("admin"), bulk(big), kNil, kNil, kNil})}));
-    ASSERT_TRUE(reply);
     LookupRecord record;
-    ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
+    ASSERT_EQ(
+        decode(read_reply(kSessionFields, bulk("active") + bulk("admin") + bulk(big) + kNil + kNil),
+               record),
+        DecodeStatus::ok);
     ASSERT_TRUE(record.get(UserField::roles).has_value());
-    EXPECT_EQ(record.get(UserField::roles)->size(), big.size());
     EXPECT_EQ(*record.get(UserField::roles), big);
 }
 
-TEST_F(DecodeLookupReply, BinaryValues) {
+TEST_F(DecodeSessionRead, BinaryValues) {
     const std::string binary = "a\0b\r\nc\xff\x00"s;
     const std::string crlf_only = "\r\n";
-    const ReplyPtr reply =
-        parse_resp(array({array({bulk(binary), bulk("1"), bulk(crlf_only), kNil, kNil, kNil}),
-                          array({bulk(binary), kNil, kNil, bulk("x\r\n$-1\r\n"), kNil})}));
-    ASSERT_TRUE(reply);
     LookupRecord record;
-    ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
+    ASSERT_EQ(decode(read_reply(bulk(binary) + bulk("1") + bulk(crlf_only) + kNil + kNil + kNil,
+                                bulk("active") + bulk(binary) + kNil + kNil + bulk("x\r\n$-1\r\n")),
+                     record),
+              DecodeStatus::ok);
     EXPECT_EQ(record.get(SessionField::user_id), binary);
     EXPECT_EQ(record.get(SessionField::user_id)->size(), 8u);
     EXPECT_EQ(record.get(SessionField::status), crlf_only);
     EXPECT_EQ(record.get(UserField::role), binary);
     EXPECT_EQ(record.get(UserField::email), "x\r\n$-1\r\n");
+    EXPECT_EQ(evaluate(record, 0, Policy{}).outcome, Outcome::invalid);
 }
 
 }  // namespace

@@ -52,6 +52,7 @@ TEST(FormatPrometheus, Counters) {
     snapshot.redis_connected_workers = 2;
     snapshot.redis_workers = 4;
     snapshot.touches = 11;
+    snapshot.tls_handshake_failures = 13;
     const std::string text = format_prometheus(snapshot);
 
     EXPECT_TRUE(contains_line(text, "# TYPE nginx_session_checks_total counter"));
@@ -72,6 +73,7 @@ TEST(FormatPrometheus, Counters) {
         {"nginx_session_redis_connected_workers 2", "gauge"},
         {"nginx_session_workers 4", "gauge"},
         {"nginx_session_touches_total 11", "counter"},
+        {"nginx_session_redis_tls_handshake_failures_total 13", "counter"},
     };
     for (const auto& [sample, type] : singles) {
         EXPECT_TRUE(contains_line(text, sample)) << sample;
@@ -145,8 +147,8 @@ TEST(FormatPrometheus, EveryLineIsCommentOrSample) {
         ASSERT_NE(space, std::string::npos) << line;
         EXPECT_NE(line.find_first_of("0123456789", space), std::string::npos) << line;
     }
-    // 8 outcomes + 8 single metrics + 12 buckets + sum + count
-    EXPECT_EQ(samples, 8 + 8 + 12 + 2);
+    // 8 outcomes + 9 single metrics + 12 buckets + sum + count
+    EXPECT_EQ(samples, 8 + 9 + 12 + 2);
 }
 
 }  // namespace

@@ -431,3 +431,58 @@ TEST(UserMissing, AnyFieldMeansPresent) {
 
 }  // namespace
 }  // namespace session::core
+
+namespace session::core {
+namespace {
+
+// A session hash without the user's copies: only a session that passes on
+// its own is worth the second read.
+TEST(NeedsUserRead, LiveSessionNamingAUser) {
+    LookupRecord record = valid_record();
+    EXPECT_TRUE(needs_user_read(record, kNow));
+    set(record, SessionField::status, "active");
+    set(record, SessionField::token_type, "opaque");
+    EXPECT_TRUE(needs_user_read(record, kNow));
+}
+
+TEST(NeedsUserRead, UserFieldsAlreadyThereDoNotCount) {
+    // Whatever the user half holds (a ban, a control byte), the question is
+    // about the session hash alone.
+    LookupRecord record = valid_record();
+    set(record, UserField::status, "banned");
+    set(record, UserField::email, "a\r\nb");
+    EXPECT_TRUE(needs_user_read(record, kNow));
+}
+
+TEST(NeedsUserRead, SessionThatRefusesByItself) {
+    EXPECT_FALSE(needs_user_read(LookupRecord{}, kNow));  // no such session
+
+    const auto refused = [](void (*change)(LookupRecord&)) {
+        LookupRecord record = valid_record();
+        change(record);
+        return !needs_user_read(record, kNow);
+    };
+    EXPECT_TRUE(refused([](LookupRecord& r) { set(r, SessionField::user_id, std::nullopt); }));
+    EXPECT_TRUE(refused([](LookupRecord& r) { set(r, SessionField::user_id, ""); }));
+    EXPECT_TRUE(refused([](LookupRecord& r) { set(r, SessionField::user_id, "u\n1"); }));
+    EXPECT_TRUE(refused([](LookupRecord& r) { set(r, SessionField::expires_at, "soon"); }));
+    EXPECT_TRUE(refused([](LookupRecord& r) { set(r, SessionField::expires_at, "1"); }));
+    EXPECT_TRUE(refused([](LookupRecord& r) { set(r, SessionField::status, "revoked"); }));
+    EXPECT_TRUE(refused([](LookupRecord& r) { set(r, SessionField::token_type, "jwt"); }));
+    EXPECT_TRUE(refused([](LookupRecord& r) { set(r, SessionField::idle_timeout, "x"); }));
+    EXPECT_TRUE(refused([](LookupRecord& r) {
+        set(r, SessionField::idle_timeout, "60");
+        set(r, SessionField::last_active_at, "1699999000000");  // idle for 1000 s
+    }));
+}
+
+TEST(NeedsUserRead, RolesAreTheUsersBusiness) {
+    // A role gate is judged on the combined record, never on the session:
+    // the session hash holds no role, and it must still ask for the user.
+    LookupRecord record = valid_record();
+    set(record, UserField::role, std::nullopt);
+    EXPECT_TRUE(needs_user_read(record, kNow));
+}
+
+}  // namespace
+}  // namespace session::core

@@ -1,5 +1,6 @@
-// The Lua scripts against a real redis-server, started on a free loopback
-// port for this test suite and killed after it. The synchronous hiredis
+// The touch script and the check's plain reads (the one-key HMGET and the
+// user hash's) against a real redis-server, started on a free loopback port
+// for this test suite and killed after it. The synchronous hiredis
 // client is fine here; the module itself only talks to Redis asynchronously.
 #include "core/redis_scripts.hpp"
 
@@ -15,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -167,7 +169,6 @@ class RedisScriptsTest : public testing::Test {
         context_ = server_->connect();
         ASSERT_TRUE(context_ && context_->err == 0) << "cannot connect to redis-server";
         ASSERT_EQ(command({"FLUSHALL"})->type, REDIS_REPLY_STATUS);
-        lookup_sha_ = load(kLookupScript);
         touch_sha_ = load(kTouchScript);
     }
 
@@ -194,8 +195,31 @@ class RedisScriptsTest : public testing::Test {
         return std::string(reply->str, reply->len);
     }
 
-    ReplyPtr lookup(const std::string& session_key, const std::string& prefix) {
-        return command({"EVALSHA", lookup_sha_, "1", session_key, prefix});
+    // The module's two reads, with the field lists it sends.
+    template <std::size_t N>
+    static std::vector<std::string> hmget_args(const std::string& key,
+                                               const std::array<std::string_view, N>& fields) {
+        std::vector<std::string> args = {"HMGET", key};
+        for (std::string_view field : fields) args.emplace_back(field);
+        return args;
+    }
+    static std::vector<std::string> session_read_args(const std::string& key) {
+        return hmget_args(key, kSessionReadFieldNames);
+    }
+    static std::vector<std::string> user_read_args(const std::string& key) {
+        return hmget_args(key, kUserFieldNames);
+    }
+
+    // The record's views point into the returned reply: keep it alive.
+    ReplyPtr read_session(const std::string& key, LookupRecord& record, bool& user_copied) {
+        ReplyPtr reply = command(session_read_args(key));
+        EXPECT_EQ(decode_session_read(reply.get(), record, user_copied), DecodeStatus::ok);
+        return reply;
+    }
+    ReplyPtr read_user(const std::string& key, LookupRecord& record) {
+        ReplyPtr reply = command(user_read_args(key));
+        EXPECT_EQ(decode_user_hmget(reply.get(), record), DecodeStatus::ok);
+        return reply;
     }
 
     ReplyPtr touch(const std::string& session_key, std::int64_t now, std::int64_t interval) {
@@ -218,7 +242,6 @@ class RedisScriptsTest : public testing::Test {
     static RedisServer* server_;
     static std::string* start_error_;
     ContextPtr context_;
-    std::string lookup_sha_;
     std::string touch_sha_;
 };
 
@@ -233,22 +256,29 @@ TEST(ScriptSha1, KnownVectors) {
 }
 
 TEST_F(RedisScriptsTest, ShaMatchesScriptLoad) {
-    EXPECT_EQ(lookup_sha_, script_sha1(kLookupScript));
     EXPECT_EQ(touch_sha_, script_sha1(kTouchScript));
-    EXPECT_NE(lookup_sha_, touch_sha_);
 }
 
-TEST_F(RedisScriptsTest, LookupSessionAndUser) {
-    command({"HSET", "app:sess:s1", "user_id", "user_1", "expires_at", "1700000060000", "status",
-             "active", "idle_timeout", "600", "last_active_at", "1699999990000", "token_type",
-             "opaque"});
-    command({"HSET", "app:user:user_1", "role", "admin", "roles", "admin acme/org:admin", "db_id",
-             "42", "email", "a@example.com", "status", "active"});
-    const ReplyPtr reply = lookup("app:sess:s1", "app:");
-    ASSERT_TRUE(reply);
+// Contract version 2: the session hash carries its user's fields, and one
+// HMGET of one key answers the whole check.
+TEST_F(RedisScriptsTest, OneKeyReadOfAVersionTwoSession) {
+    command({"HSET",           "app:sess:s1",
+             "user_id",        "user_1",
+             "expires_at",     "1700000060000",
+             "status",         "active",
+             "idle_timeout",   "600",
+             "last_active_at", "1699999990000",
+             "token_type",     "opaque",
+             "user_status",    "active",
+             "role",           "admin",
+             "roles",          "admin org_1/org:admin",
+             "db_id",          "42",
+             "email",          "a@example.com"});
     LookupRecord record;
-    ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
-    EXPECT_EQ(reply->elements, 2u);
+    bool user_copied = false;
+    const ReplyPtr reply = read_session("app:sess:s1", record, user_copied);
+    ASSERT_TRUE(reply);
+    EXPECT_TRUE(user_copied);
     EXPECT_EQ(record.get(SessionField::user_id), "user_1");
     EXPECT_EQ(record.get(SessionField::expires_at), "1700000060000");
     EXPECT_EQ(record.get(SessionField::status), "active");
@@ -256,114 +286,123 @@ TEST_F(RedisScriptsTest, LookupSessionAndUser) {
     EXPECT_EQ(record.get(SessionField::last_active_at), "1699999990000");
     EXPECT_EQ(record.get(SessionField::token_type), "opaque");
     EXPECT_EQ(record.get(UserField::role), "admin");
-    EXPECT_EQ(record.get(UserField::roles), "admin acme/org:admin");
+    EXPECT_EQ(record.get(UserField::roles), "admin org_1/org:admin");
     EXPECT_EQ(record.get(UserField::db_id), "42");
     EXPECT_EQ(record.get(UserField::email), "a@example.com");
     EXPECT_EQ(record.get(UserField::status), "active");
     EXPECT_EQ(evaluate(record, kNow, Policy{}).outcome, Outcome::ok);
 }
 
-// The script's HMGETs ask for exactly kSessionFieldNames and kUserFieldNames,
-// in order: each field set to a value naming it must land in its own slot.
-TEST_F(RedisScriptsTest, LookupFieldsAreTheContractsNames) {
+// A session hash without the copies (an application's, or contract version
+// 1): the user hash is the second read.
+TEST_F(RedisScriptsTest, VersionOneSessionThenItsUserHash) {
+    command({"HSET", "app:sess:s1", "user_id", "user_1", "expires_at", "1700000060000"});
+    command({"HSET", "app:user:user_1", "role", "admin", "roles", "admin org_1/org:admin", "db_id",
+             "42", "email", "a@example.com", "status", "banned"});
+    LookupRecord record;
+    bool user_copied = true;
+    const ReplyPtr session = read_session("app:sess:s1", record, user_copied);
+    ASSERT_TRUE(session);
+    EXPECT_FALSE(user_copied);
+    EXPECT_TRUE(record.user_missing());
+    ASSERT_TRUE(needs_user_read(record, kNow));
+    const ReplyPtr user = read_user("app:user:user_1", record);
+    ASSERT_TRUE(user);
+    EXPECT_EQ(record.get(SessionField::user_id), "user_1");
+    EXPECT_EQ(record.get(UserField::role), "admin");
+    EXPECT_EQ(record.get(UserField::status), "banned");
+    EXPECT_EQ(evaluate(record, kNow, Policy{}).outcome, Outcome::revoked);
+}
+
+// The HMGETs ask for exactly kSessionReadFieldNames and kUserFieldNames, in
+// order: each field set to a value naming it must land in its own slot.
+TEST_F(RedisScriptsTest, ReadFieldsAreTheContractsNames) {
     std::vector<std::string> session = {"HSET", "sess:names"};
-    for (std::string_view name : kSessionFieldNames) {
+    for (std::string_view name : kSessionReadFieldNames) {
         session.emplace_back(name);
         session.push_back("v:" + std::string(name));
     }
-    // user_id names the user hash too.
-    session[3] = "u";
     command(session);
+    LookupRecord record;
+    bool user_copied = false;
+    const ReplyPtr reply = read_session("sess:names", record, user_copied);
+    ASSERT_TRUE(reply);
+    EXPECT_TRUE(user_copied);
+    for (std::size_t i = 0; i < kSessionFieldCount; ++i) {
+        EXPECT_EQ(record.session[i], "v:" + std::string(kSessionFieldNames[i])) << i;
+    }
+    // The copies carry the user hash's names, but `status` as user_status.
+    for (std::size_t i = 0; i < kUserFieldCount; ++i) {
+        const std::string name(kUserFieldNames[i]);
+        EXPECT_EQ(record.user[i], name == "status" ? "v:user_status" : "v:" + name) << i;
+    }
+
     std::vector<std::string> user = {"HSET", "user:u"};
     for (std::string_view name : kUserFieldNames) {
         user.emplace_back(name);
-        user.push_back("v:" + std::string(name));
+        user.push_back("u:" + std::string(name));
     }
     command(user);
-    const ReplyPtr reply = lookup("sess:names", "");
-    ASSERT_TRUE(reply);
-    LookupRecord record;
-    ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
-    EXPECT_EQ(record.session[0], "u");
-    for (std::size_t i = 1; i < kSessionFieldCount; ++i) {
-        EXPECT_EQ(record.session[i], "v:" + std::string(kSessionFieldNames[i])) << i;
-    }
+    LookupRecord from_user;
+    const ReplyPtr user_reply = read_user("user:u", from_user);
+    ASSERT_TRUE(user_reply);
     for (std::size_t i = 0; i < kUserFieldCount; ++i) {
-        EXPECT_EQ(record.user[i], "v:" + std::string(kUserFieldNames[i])) << i;
+        EXPECT_EQ(from_user.user[i], "u:" + std::string(kUserFieldNames[i])) << i;
     }
-    EXPECT_EQ(record.get(SessionField::token_type), "v:token_type");
-    EXPECT_EQ(record.get(UserField::status), "v:status");
 }
 
 // token_type=jwt: an identity provider's session, whose id is no secret.
-// The opaque check refuses it however valid the session is.
-TEST_F(RedisScriptsTest, LookupTokenTypeDecidesWhetherTheIdIsACredential) {
+// The opaque check refuses it however valid the session is, and does not
+// read the user hash for it.
+TEST_F(RedisScriptsTest, TokenTypeDecidesWhetherTheIdIsACredential) {
     for (const char* type : {"opaque", "jwt", "JWT", ""}) {
         command({"HSET", "sess:tt", "user_id", "user_t", "expires_at", "1700000060000", "status",
                  "active", "token_type", type});
-        const ReplyPtr reply = lookup("sess:tt", "");
-        ASSERT_TRUE(reply);
         LookupRecord record;
-        ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
+        bool user_copied = false;
+        const ReplyPtr reply = read_session("sess:tt", record, user_copied);
+        ASSERT_TRUE(reply);
         EXPECT_EQ(record.get(SessionField::token_type), type);
-        EXPECT_EQ(evaluate(record, kNow, Policy{}).outcome,
-                  std::string_view(type) == "opaque" ? Outcome::ok : Outcome::invalid)
+        const bool opaque = std::string_view(type) == "opaque";
+        EXPECT_EQ(needs_user_read(record, kNow), opaque) << type;
+        EXPECT_EQ(evaluate(record, kNow, Policy{}).outcome, opaque ? Outcome::ok : Outcome::invalid)
             << type;
     }
 }
 
-// Redis before 7 gets the script without its flags line; on Redis 7 both
-// must answer the same.
-TEST_F(RedisScriptsTest, LegacyLookupScriptIsTheSameScriptUnflagged) {
-    ASSERT_EQ(kLookupScript.substr(0, 2), "#!");
-    EXPECT_EQ(kLookupScript.substr(kLookupScript.find('\n') + 1), kLookupScriptLegacy);
-    EXPECT_EQ(kLookupScriptLegacy.find("#!"), std::string_view::npos);
-
-    command({"HSET", "sess:legacy", "user_id", "user_l", "expires_at", "1700000060000"});
-    command({"HSET", "user:user_l", "role", "admin"});
-    const ReplyPtr flagged = lookup("sess:legacy", "");
-    const ReplyPtr legacy =
-        command({"EVAL", std::string(kLookupScriptLegacy), "1", "sess:legacy", ""});
-    ASSERT_TRUE(flagged);
-    ASSERT_TRUE(legacy);
-    LookupRecord a;
-    LookupRecord b;
-    ASSERT_EQ(decode_lookup_reply(flagged.get(), a), DecodeStatus::ok);
-    ASSERT_EQ(decode_lookup_reply(legacy.get(), b), DecodeStatus::ok);
-    EXPECT_EQ(a.session, b.session);
-    EXPECT_EQ(a.user, b.user);
-    EXPECT_EQ(b.get(UserField::role), "admin");
-}
-
-TEST_F(RedisScriptsTest, LookupMissingSession) {
-    const ReplyPtr reply = lookup("app:sess:nope", "app:");
-    ASSERT_TRUE(reply);
-    ASSERT_EQ(reply->type, REDIS_REPLY_ARRAY);
-    EXPECT_EQ(reply->elements, 1u);
+TEST_F(RedisScriptsTest, MissingSession) {
     LookupRecord record;
-    ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
+    bool user_copied = true;
+    const ReplyPtr reply = read_session("app:sess:nope", record, user_copied);
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(reply->elements, kSessionReadFieldCount);
+    EXPECT_FALSE(user_copied);
     for (const auto& field : record.session) EXPECT_FALSE(field.has_value());
+    EXPECT_FALSE(needs_user_read(record, kNow));
     EXPECT_EQ(evaluate(record, kNow, Policy{}).outcome, Outcome::invalid);
 }
 
-TEST_F(RedisScriptsTest, LookupPartialSessionKeepsNilPositions) {
-    // Only the last field set: the nils before it must not truncate the array.
-    command({"HSET", "sess:s2", "last_active_at", "5"});
-    const ReplyPtr reply = lookup("sess:s2", "");
-    ASSERT_TRUE(reply);
+TEST_F(RedisScriptsTest, PartialSessionKeepsNilPositions) {
+    command({"HSET", "sess:s2", "last_active_at", "5", "email", "e"});
     LookupRecord record;
-    ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
+    bool user_copied = true;
+    const ReplyPtr reply = read_session("sess:s2", record, user_copied);
+    ASSERT_TRUE(reply);
+    EXPECT_FALSE(user_copied);
     EXPECT_EQ(record.get(SessionField::user_id), std::nullopt);
     EXPECT_EQ(record.get(SessionField::last_active_at), "5");
+    EXPECT_TRUE(record.user_missing());  // `email` without user_status is no copy
 }
 
-TEST_F(RedisScriptsTest, LookupSessionWithoutUserHash) {
+TEST_F(RedisScriptsTest, SessionWithoutUserHash) {
     command({"HSET", "sess:s3", "user_id", "user_gone", "expires_at", "1700000060000"});
-    const ReplyPtr reply = lookup("sess:s3", "");
-    ASSERT_TRUE(reply);
     LookupRecord record;
-    ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
-    EXPECT_EQ(reply->elements, 2u);
+    bool user_copied = true;
+    const ReplyPtr reply = read_session("sess:s3", record, user_copied);
+    ASSERT_TRUE(reply);
+    ASSERT_TRUE(needs_user_read(record, kNow));
+    const ReplyPtr user = read_user("user:user_gone", record);
+    ASSERT_TRUE(user);
     EXPECT_TRUE(record.user_missing());
     EXPECT_EQ(evaluate(record, kNow, Policy{}).outcome, Outcome::ok);
     const std::string_view admin = "admin";
@@ -373,27 +412,16 @@ TEST_F(RedisScriptsTest, LookupSessionWithoutUserHash) {
     EXPECT_EQ(evaluate(record, kNow, policy).outcome, Outcome::forbidden);
 }
 
-TEST_F(RedisScriptsTest, LookupUsesPrefixForUserKey) {
-    command({"HSET", "a:sess:s", "user_id", "u", "expires_at", "1700000060000"});
-    command({"HSET", "user:u", "role", "unprefixed"});
-    command({"HSET", "a:user:u", "role", "prefixed"});
-    const ReplyPtr reply = lookup("a:sess:s", "a:");
-    ASSERT_TRUE(reply);
-    LookupRecord record;
-    ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
-    EXPECT_EQ(record.get(UserField::role), "prefixed");
-}
-
-TEST_F(RedisScriptsTest, LookupBinaryValues) {
+TEST_F(RedisScriptsTest, BinaryValues) {
     const std::string user_id = "user with spaces\r\nand CRLF";
     const std::string email = "a\0b\r\n$-1\r\n\xff"s;
     const std::string roles = "r1 r2\r\nr3";
-    command({"HSET", "sess:bin", "user_id", user_id, "expires_at", "1700000060000", "status", ""});
-    command({"HSET", "user:" + user_id, "email", email, "roles", roles, "role", ""});
-    const ReplyPtr reply = lookup("sess:bin", "");
-    ASSERT_TRUE(reply);
+    command({"HSET", "sess:bin", "user_id", user_id, "expires_at", "1700000060000", "status", "",
+             "user_status", "active", "email", email, "roles", roles, "role", ""});
     LookupRecord record;
-    ASSERT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::ok);
+    bool user_copied = false;
+    const ReplyPtr reply = read_session("sess:bin", record, user_copied);
+    ASSERT_TRUE(reply);
     EXPECT_EQ(record.get(SessionField::user_id), user_id);
     EXPECT_EQ(record.get(SessionField::status), "");  // empty, not nil
     EXPECT_EQ(record.get(UserField::email), email);
@@ -405,27 +433,16 @@ TEST_F(RedisScriptsTest, LookupBinaryValues) {
     EXPECT_EQ(evaluate(record, kNow, Policy{}).outcome, Outcome::invalid);
 }
 
-TEST_F(RedisScriptsTest, LookupWrongTypeIsRedisError) {
+TEST_F(RedisScriptsTest, WrongTypeIsRedisError) {
     command({"SET", "sess:str", "x"});
-    const ReplyPtr reply = lookup("sess:str", "");
-    ASSERT_TRUE(reply);
     LookupRecord record;
-    EXPECT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::redis_error);
-}
-
-TEST_F(RedisScriptsTest, NoScriptIsRedisError) {
-    command({"SCRIPT", "FLUSH"});
-    const ReplyPtr reply = lookup("sess:any", "");
+    bool user_copied = false;
+    const ReplyPtr reply = command(session_read_args("sess:str"));
     ASSERT_TRUE(reply);
-    ASSERT_EQ(reply->type, REDIS_REPLY_ERROR);
-    EXPECT_EQ(std::string(reply->str).rfind("NOSCRIPT", 0), 0u) << reply->str;
-    LookupRecord record;
-    EXPECT_EQ(decode_lookup_reply(reply.get(), record), DecodeStatus::redis_error);
-    // EVAL of the same text works and loads it under the same SHA.
-    const ReplyPtr evaluated = command({"EVAL", std::string(kLookupScript), "1", "sess:any", ""});
-    ASSERT_TRUE(evaluated);
-    EXPECT_EQ(decode_lookup_reply(evaluated.get(), record), DecodeStatus::ok);
-    EXPECT_TRUE(lookup("sess:any", "") && lookup("sess:any", "")->type == REDIS_REPLY_ARRAY);
+    EXPECT_EQ(decode_session_read(reply.get(), record, user_copied), DecodeStatus::redis_error);
+    const ReplyPtr user = command(user_read_args("sess:str"));
+    ASSERT_TRUE(user);
+    EXPECT_EQ(decode_user_hmget(user.get(), record), DecodeStatus::redis_error);
 }
 
 TEST_F(RedisScriptsTest, TouchWritesWhenNeverActive) {
