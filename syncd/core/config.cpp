@@ -2,9 +2,12 @@
 
 #include <arpa/inet.h>
 #include <libpq-fe.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <functional>
 #include <limits>
 
@@ -74,6 +77,61 @@ std::string trim(const std::string& s) {
     return s.substr(b, e - b + 1);
 }
 
+bool parse_switch(const std::string& key, const std::string& value, bool fallback) {
+    std::string v = value;
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (v.empty()) return fallback;
+    if (v == "on" || v == "yes" || v == "true" || v == "1") return true;
+    if (v == "off" || v == "no" || v == "false" || v == "0") return false;
+    bad(key, "expected on or off, got " + quoted(value));
+}
+
+// Checked at load so that check-config and a start-up name the key; the
+// contents are OpenSSL's to judge when the connection is made.
+std::string readable_file(const std::string& key, const std::string& path) {
+    if (path.empty()) return path;
+    if (::access(path.c_str(), R_OK) != 0) {
+        bad(key, "cannot read " + quoted(path) + ": " + std::strerror(errno));
+    }
+    return path;
+}
+
+// The TLS keys only make sense together and with a TCP address.
+void check_redis_tls(Config& cfg, const Environment& merged) {
+    // Empty counts as unset, as in an EnvironmentFile left blank.
+    auto given = [&](const char* name) {
+        auto it = merged.find(name);
+        return it != merged.end() && !it->second.empty();
+    };
+    RedisTls& tls = cfg.redis.tls;
+    const auto& address = cfg.redis.address;
+    if (address.tls) {
+        if (given("SYNCD_REDIS_TLS") && !tls.enabled) {
+            bad("SYNCD_REDIS_TLS", "is off, but SYNCD_REDIS_URL is a rediss:// URL");
+        }
+        tls.enabled = true;
+    }
+    if (tls.cert_file.empty() != tls.key_file.empty()) {
+        throw ConfigError(
+            "SYNCD_REDIS_CERT_FILE, SYNCD_REDIS_KEY_FILE: a client certificate needs both "
+            "(the certificate and its key)");
+    }
+    if (!tls.enabled) {
+        for (const char* name :
+             {"SYNCD_REDIS_CA_FILE", "SYNCD_REDIS_CERT_FILE", "SYNCD_REDIS_KEY_FILE",
+              "SYNCD_REDIS_SERVER_NAME", "SYNCD_REDIS_TLS_VERIFY"}) {
+            if (given(name))
+                bad(name, "is set but TLS is off (use rediss:// or SYNCD_REDIS_TLS=on)");
+        }
+        return;
+    }
+    for (const auto& endpoint : address.endpoints) {
+        if (endpoint.is_unix()) {
+            bad("SYNCD_REDIS_TLS", "Redis serves TLS on TCP ports only, not on a Unix socket");
+        }
+    }
+}
+
 struct Key {
     const char* name;
     std::function<void(Config&, const std::string&)> set;
@@ -98,8 +156,39 @@ const std::vector<Key>& table() {
          }},
         {"SYNCD_REDIS_URL",
          [](Config& c, const std::string& v) {
-             c.redis = parse_redis_url("SYNCD_REDIS_URL", v);
+             c.redis.address = parse_redis_url("SYNCD_REDIS_URL", v);
              c.redis_set = true;
+         }},
+        // The cross-checks between these keys are in check_redis_tls().
+        {"SYNCD_REDIS_TLS",
+         [](Config& c, const std::string& v) {
+             c.redis.tls.enabled = parse_switch("SYNCD_REDIS_TLS", v, false);
+         }},
+        {"SYNCD_REDIS_CA_FILE",
+         [](Config& c, const std::string& v) {
+             c.redis.tls.ca_file = readable_file("SYNCD_REDIS_CA_FILE", v);
+         }},
+        {"SYNCD_REDIS_CERT_FILE",
+         [](Config& c, const std::string& v) {
+             c.redis.tls.cert_file = readable_file("SYNCD_REDIS_CERT_FILE", v);
+         }},
+        {"SYNCD_REDIS_KEY_FILE",
+         [](Config& c, const std::string& v) {
+             c.redis.tls.key_file = readable_file("SYNCD_REDIS_KEY_FILE", v);
+         }},
+        {"SYNCD_REDIS_SERVER_NAME",
+         [](Config& c, const std::string& v) {
+             // A DNS name or an IP address: what the certificate must carry.
+             if (v.size() > 253 ||
+                 v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                     "0123456789.-_:*") != std::string::npos) {
+                 bad("SYNCD_REDIS_SERVER_NAME", "expected a host name, got " + quoted(v));
+             }
+             c.redis.tls.server_name = v;
+         }},
+        {"SYNCD_REDIS_TLS_VERIFY",
+         [](Config& c, const std::string& v) {
+             c.redis.tls.verify = parse_switch("SYNCD_REDIS_TLS_VERIFY", v, true);
          }},
         {"SYNCD_REDIS_PREFIX",
          [](Config& c, const std::string& v) {
@@ -193,10 +282,14 @@ const std::vector<Key>& table() {
 
 }  // namespace
 
-std::string RedisUrl::redacted() const {
-    if (unix_socket) return "unix://" + host;
-    std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-    return "redis://" + h + ":" + std::to_string(port) + "/" + std::to_string(db);
+std::string RedisSettings::redacted() const {
+    std::string out = address.redacted();
+    if (!tls.enabled) return out;
+    out += " (TLS, CA " + (tls.ca_file.empty() ? std::string("system default") : tls.ca_file);
+    if (!tls.cert_file.empty()) out += ", client certificate " + tls.cert_file;
+    if (!tls.server_name.empty()) out += ", server name " + tls.server_name;
+    out += tls.verify ? ", certificate verified)" : ", certificate NOT verified)";
+    return out;
 }
 
 ListenAddress parse_listen(const std::string& key, const std::string& value) {
@@ -208,50 +301,12 @@ ListenAddress parse_listen(const std::string& key, const std::string& value) {
     return ListenAddress{host, parse_port(key, port)};
 }
 
-RedisUrl parse_redis_url(const std::string& key, const std::string& value) {
-    RedisUrl url;
-    const std::string unix_scheme = "unix://", redis_scheme = "redis://";
-    if (value.rfind(unix_scheme, 0) == 0) {
-        url.unix_socket = true;
-        url.host = value.substr(unix_scheme.size());
-        if (url.host.empty() || url.host[0] != '/') {
-            bad(key, "expected unix:///absolute/path");
-        }
-        return url;
-    }
-    if (value.rfind(redis_scheme, 0) != 0) {
-        bad(key, "expected redis://[:password@]host:port[/db] or unix:///path");
-    }
-    std::string rest = value.substr(redis_scheme.size());
-    // The credentials end at the last '@': a password may contain '@'.
-    auto at = rest.rfind('@');
-    if (at != std::string::npos) {
-        std::string cred = rest.substr(0, at);
-        rest = rest.substr(at + 1);
-        auto colon = cred.find(':');
-        if (colon == std::string::npos) bad(key, "credentials must be written [user]:password@");
-        url.user = cred.substr(0, colon);
-        url.password = cred.substr(colon + 1);
-    }
-    auto slash = rest.find('/');
-    std::string hostport = rest.substr(0, slash);
-    if (slash != std::string::npos && slash + 1 < rest.size()) {
-        long long db = 0;
-        if (!parse_int(rest.substr(slash + 1), 0, 1 << 20, db)) {
-            bad(key, "the database after '/' must be a number");
-        }
-        url.db = static_cast<int>(db);
-    }
-    if (hostport.empty()) bad(key, "missing host");
-    std::string port;
-    if (hostport.find(':') == std::string::npos && hostport[0] != '[') {
-        url.host = hostport;
-    } else {
-        split_host_port(key, hostport, url.host, port);
-        url.port = parse_port(key, port);
-    }
-    if (url.host.empty()) bad(key, "missing host");
-    return url;
+session::common::RedisAddress parse_redis_url(const std::string& key, const std::string& value) {
+    std::string error;
+    auto address = session::common::parse_redis_address(value, error);
+    // The parser's messages never quote the password.
+    if (!address) bad(key, error);
+    return *address;
 }
 
 std::size_t parse_size(const std::string& key, const std::string& value) {
@@ -372,6 +427,7 @@ Config load_config(const Environment& env, const Environment& file,
                                [&](const Key& key) { return name == key.name; });
         it->set(cfg, entry.second);
     }
+    check_redis_tls(cfg, merged);
     return cfg;
 }
 

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "common/redis_address.hpp"
+
 namespace syncd {
 
 // A bad or missing value. The message names the key and never contains a
@@ -27,21 +29,31 @@ struct ListenAddress {
     int port = 0;
 };
 
-struct RedisUrl {
-    bool unix_socket = false;
-    std::string host;  // or the socket path
-    int port = 6379;
-    std::string user;      // empty: AUTH with the password only
-    std::string password;  // empty: no AUTH
-    int db = 0;
-    // host:port or the path, without credentials: safe to log.
+// TLS towards Redis (and the sentinels): rediss:// or SYNCD_REDIS_TLS=on.
+struct RedisTls {
+    bool enabled = false;
+    std::string ca_file;    // empty: the system's default CA paths
+    std::string cert_file;  // with key_file: a client certificate (mutual TLS)
+    std::string key_file;
+    // SNI and the name the certificate must carry; empty: the host
+    // connected to (the name or IP address in the URL, or the primary's
+    // address as the sentinels give it).
+    std::string server_name;
+    bool verify = true;
+};
+
+struct RedisSettings {
+    session::common::RedisAddress address;
+    RedisTls tls;
+    // The address without credentials, and the TLS settings (file paths,
+    // never a secret): for logs and check-config.
     std::string redacted() const;
 };
 
 struct Config {
     ListenAddress listen{"127.0.0.1", 8787};
     std::string database_url;  // libpq conninfo or URL; never logged
-    RedisUrl redis;
+    RedisSettings redis;
     bool redis_set = false;
     std::string redis_prefix;
     std::string webhook_secrets;       // the raw list; decoded by signature.hpp
@@ -88,7 +100,9 @@ void require(const Config& cfg, int needs);
 
 // Single values, exposed for tests.
 ListenAddress parse_listen(const std::string& key, const std::string& value);
-RedisUrl parse_redis_url(const std::string& key, const std::string& value);
+// SYNCD_REDIS_URL through the grammar shared with the module
+// (common/redis_address.hpp): every form, cluster:// included.
+session::common::RedisAddress parse_redis_url(const std::string& key, const std::string& value);
 std::size_t parse_size(const std::string& key, const std::string& value);
 LogLevel parse_log_level(const std::string& key, const std::string& value);
 // Seconds, from a number with an optional s, m, h or d suffix.

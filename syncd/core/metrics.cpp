@@ -68,6 +68,19 @@ std::uint64_t Metrics::events(const std::string& type, const std::string& outcom
     return it == events_.end() ? 0 : it->second;
 }
 
+bool Metrics::set_redis_primary(const std::string& address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const bool failover = redis_primaries_.size() == 1 && redis_primaries_[0] != address;
+    if (failover) ++redis_failovers_;
+    redis_primaries_.assign(1, address);
+    return failover;
+}
+
+void Metrics::set_redis_primaries(std::vector<std::string> addresses) {
+    std::lock_guard<std::mutex> lock(mu_);
+    redis_primaries_ = std::move(addresses);
+}
+
 std::string Metrics::render() const {
     std::lock_guard<std::mutex> lock(mu_);
     std::string out;
@@ -115,6 +128,30 @@ std::string Metrics::render() const {
         "marker (restarted empty, flushed).\n";
     out += "# TYPE syncd_redis_resyncs_total counter\n";
     out += "syncd_redis_resyncs_total " + std::to_string(redis_resyncs_.load()) + "\n";
+    out +=
+        "# HELP syncd_redis_primary_info The Redis primary syncd writes to (every primary of "
+        "the slot map in a cluster).\n";
+    out += "# TYPE syncd_redis_primary_info gauge\n";
+    for (const auto& address : redis_primaries_) {
+        out += "syncd_redis_primary_info{address=\"" + label(address) + "\"} 1\n";
+    }
+    out +=
+        "# HELP syncd_redis_failovers_total Changes of the Redis primary seen (Sentinel's "
+        "+switch-master, or a reconnection that found another primary).\n";
+    out += "# TYPE syncd_redis_failovers_total counter\n";
+    out += "syncd_redis_failovers_total " + std::to_string(redis_failovers_.load()) + "\n";
+    out += "# HELP syncd_redis_moved_total MOVED redirections from Redis Cluster.\n";
+    out += "# TYPE syncd_redis_moved_total counter\n";
+    out += "syncd_redis_moved_total " + std::to_string(redis_moved_.load()) + "\n";
+    out += "# HELP syncd_redis_ask_total ASK redirections from Redis Cluster.\n";
+    out += "# TYPE syncd_redis_ask_total counter\n";
+    out += "syncd_redis_ask_total " + std::to_string(redis_ask_.load()) + "\n";
+    out +=
+        "# HELP syncd_redis_tls_handshake_failures_total TLS handshakes with Redis that "
+        "failed (certificate, name, protocol, or a refused client certificate).\n";
+    out += "# TYPE syncd_redis_tls_handshake_failures_total counter\n";
+    out += "syncd_redis_tls_handshake_failures_total " +
+           std::to_string(redis_tls_failures_.load()) + "\n";
     out += "# HELP syncd_request_duration_seconds Webhook request latency.\n";
     out += "# TYPE syncd_request_duration_seconds histogram\n";
     for (std::size_t i = 0; i < kLatencyBuckets.size(); ++i) {

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace syncd {
 
@@ -47,6 +48,19 @@ class Metrics {
     // A background reconciliation completed because Redis lacked the marker.
     void count_redis_resync() { ++redis_resyncs_; }
 
+    // Redis topology (issue 8). The primary syncd writes to (standalone,
+    // Sentinel): a change from a known one is a failover, whoever noticed
+    // it first (the sentinel subscription or a reconnection), counted once.
+    // Returns whether it was one.
+    bool set_redis_primary(const std::string& address);
+    // Cluster: every primary of the slot map; not counted as failovers.
+    void set_redis_primaries(std::vector<std::string> addresses);
+    // Bumped by each failover: a connection made before it is stale.
+    std::uint64_t redis_failovers() const { return redis_failovers_.load(); }
+    void count_redis_moved() { ++redis_moved_; }
+    void count_redis_ask() { ++redis_ask_; }
+    void count_redis_tls_handshake_failure() { ++redis_tls_failures_; }
+
     std::string render() const;
 
     // For tests.
@@ -67,6 +81,11 @@ class Metrics {
     std::atomic<std::int64_t> projected_{0};
     std::atomic<std::int64_t> published_{0};
     std::atomic<std::int64_t> redis_resyncs_{0};
+    std::vector<std::string> redis_primaries_;  // under mu_
+    std::atomic<std::uint64_t> redis_failovers_{0};
+    std::atomic<std::uint64_t> redis_moved_{0};
+    std::atomic<std::uint64_t> redis_ask_{0};
+    std::atomic<std::uint64_t> redis_tls_failures_{0};
 };
 
 }  // namespace syncd

@@ -33,6 +33,10 @@ std::string revocation_channel(const std::string& prefix) {
     return prefix + "session:revocations";
 }
 
+std::string user_sessions_key(const std::string& prefix, const std::string& clerk_user_id) {
+    return prefix + "user_sessions:" + clerk_user_id;
+}
+
 std::string roles_field(const std::string& role,
                         const std::vector<std::pair<std::string, std::string>>& memberships) {
     std::string out = role;
@@ -72,6 +76,21 @@ KeyState project_user(const UserState& user, const std::string& prefix, std::int
     return k;
 }
 
+Fields session_user_fields(const UserState* user) {
+    Fields out;
+    // A session hash exists only while its user is neither banned nor
+    // deleted, so this is "active" in practice; the user hash's value is
+    // copied all the same, so that the reader never sees two statuses.
+    const bool known = user && user->status != UserStatus::unknown;
+    out.emplace_back("user_status", known ? user_status_name(user->status) : "active");
+    if (!known || user->status == UserStatus::deleted) return out;  // no personal data
+    // The same fields, values and absences as project_user's hash.
+    for (auto& f : project_user(*user, "", 0).fields) {
+        if (f.first != "status") out.push_back(std::move(f));
+    }
+    return out;
+}
+
 KeyState project_session(const SessionState& session, const std::string& prefix,
                          std::int64_t now_ms, std::int64_t idle_timeout_seconds) {
     KeyState k;
@@ -98,6 +117,9 @@ KeyState project_session(const SessionState& session, const std::string& prefix,
             k.fields.emplace_back("idle_timeout", std::to_string(idle_timeout_seconds));
         }
         k.fields.emplace_back("token_type", kSessionTokenType);
+        for (auto& f : session_user_fields(session.user ? &*session.user : nullptr)) {
+            k.fields.push_back(std::move(f));
+        }
         k.expire_at_ms = until_ms;
         k.keep_newer_last_active = true;
         return k;
@@ -123,6 +145,39 @@ KeyState project_session(const SessionState& session, const std::string& prefix,
     k.fields.emplace_back("status", !active ? session.status : status);
     k.fields.emplace_back("token_type", kSessionTokenType);
     return k;
+}
+
+KeyState project_session_set(const std::string& clerk_user_id,
+                             const std::vector<SessionState>& sessions, const std::string& prefix,
+                             std::int64_t now_ms, std::int64_t idle_timeout_seconds) {
+    KeyState k;
+    k.key = user_sessions_key(prefix, clerk_user_id);
+    k.is_set = true;
+    for (const auto& s : sessions) {
+        // As session_set_change: the set is for users with a row.
+        if (s.user_status == UserStatus::unknown) continue;
+        KeyState projected = project_session(s, prefix, now_ms, idle_timeout_seconds);
+        if (!projected.present || projected.tombstone || !projected.expire_at_ms) continue;
+        k.members.push_back(s.id);
+        // No shorter than the longest session: a user change must reach it.
+        k.expire_at_ms = std::max(k.expire_at_ms.value_or(0), *projected.expire_at_ms);
+    }
+    std::sort(k.members.begin(), k.members.end());
+    k.present = !k.members.empty();
+    if (!k.present) k.expire_at_ms.reset();
+    return k;
+}
+
+std::optional<SessionSetChange> session_set_change(const SessionState& session,
+                                                   const KeyState& projected,
+                                                   const std::string& prefix) {
+    if (session.user_status == UserStatus::unknown) return std::nullopt;
+    SessionSetChange c;
+    c.key = user_sessions_key(prefix, session.clerk_user_id);
+    c.session_id = session.id;
+    c.add = projected.present && !projected.tombstone && projected.expire_at_ms.has_value();
+    if (c.add) c.expire_at_ms = *projected.expire_at_ms;
+    return c;
 }
 
 std::string revocation_message(const char* kind, const std::string& id) {

@@ -54,14 +54,21 @@ struct SessionState {
     std::int64_t updated_at_ms = 0;             // the row's last change (when it ended)
     UserStatus user_status = UserStatus::unknown;
     std::int64_t user_updated_at_ms = 0;  // the user row's (when banned or deleted)
+    // The user's row, whose fields a live session hash carries (contract
+    // version 2); nullopt while PostgreSQL has none.
+    std::optional<UserState> user;
 };
 
-// One key's desired state: absent, or a hash with exactly these fields and
-// either no expiry, an absolute expiry, or a relative TTL.
+// One key's desired state: absent, or a hash with exactly these fields (a
+// set with exactly these members) and either no expiry, an absolute expiry,
+// or a relative TTL.
 struct KeyState {
     std::string key;
     bool present = false;
     std::vector<std::pair<std::string, std::string>> fields;
+    // A SET (user_sessions:) rather than a hash: `members`, not `fields`.
+    bool is_set = false;
+    std::vector<std::string> members;
     std::optional<std::int64_t> expire_at_ms;  // PEXPIREAT
     std::optional<std::int64_t> ttl_seconds;   // EXPIRE
     // A session key: the module moves last_active_at forward (sliding
@@ -75,6 +82,20 @@ struct KeyState {
 std::string user_key(const std::string& prefix, const std::string& clerk_user_id);
 std::string session_key(const std::string& prefix, const std::string& session_id);
 std::string revocation_channel(const std::string& prefix);
+// <prefix>user_sessions:<user id> (contract version 2).
+std::string user_sessions_key(const std::string& prefix, const std::string& clerk_user_id);
+
+// Contract version 2: the fields of the user's hash that every live session
+// hash also carries, so that an opaque check reads one key. user_status is
+// always there ("active" for a user without a row): its presence tells the
+// reader that the copy is. role, roles, db_id and email when the user has
+// them. `user` is nullptr when PostgreSQL has no row for the user.
+using Fields = std::vector<std::pair<std::string, std::string>>;
+Fields session_user_fields(const UserState* user);
+// Every field name session_user_fields can write: a rewrite of the copy
+// deletes them all first, so a field the user lost (email) goes too.
+inline constexpr const char* kSessionUserFieldNames[] = {"user_status", "role", "roles", "db_id",
+                                                         "email"};
 
 // "<role> <organization id>/<membership role> ..." in membership order. A
 // membership whose organization id or role is not a role word
@@ -85,7 +106,8 @@ std::string roles_field(const std::string& role,
 KeyState project_user(const UserState& user, const std::string& prefix, std::int64_t now_ms);
 
 // The full hash while the session is active, unexpired, not past abandon_at
-// and its user neither banned nor deleted; with `idle_timeout_seconds` > 0
+// and its user neither banned nor deleted, with its user's fields
+// (session_user_fields of `session.user`); with `idle_timeout_seconds` > 0
 // (Clerk's inactivity timeout, SYNCD_SESSION_IDLE_TIMEOUT) it carries
 // idle_timeout, and its expires_at and expiry are capped at abandon_at.
 // Otherwise a tombstone (status, token_type) while tokens issued before the
@@ -94,6 +116,28 @@ KeyState project_user(const UserState& user, const std::string& prefix, std::int
 // for a status that may still become active (pending). Else absent.
 KeyState project_session(const SessionState& session, const std::string& prefix,
                          std::int64_t now_ms, std::int64_t idle_timeout_seconds);
+
+// The user's set (contract version 2): the ids of `sessions` (the user's
+// rows) whose projection is a live hash, expiring with the latest of them;
+// absent when there is none. Tombstones are not in it, nor sessions whose
+// user has no row yet (see session_set_change).
+KeyState project_session_set(const std::string& clerk_user_id,
+                             const std::vector<SessionState>& sessions, const std::string& prefix,
+                             std::int64_t now_ms, std::int64_t idle_timeout_seconds);
+
+// What projecting one session (`projected`, from project_session) does to
+// its user's set: adds it (live hash) or removes it. nullopt for a session
+// whose user has no row yet: that user's projection writes the whole set
+// when the row arrives.
+struct SessionSetChange {
+    std::string key;  // the user's set
+    std::string session_id;
+    bool add = false;
+    std::int64_t expire_at_ms = 0;  // with add: the set lives at least this long
+};
+std::optional<SessionSetChange> session_set_change(const SessionState& session,
+                                                   const KeyState& projected,
+                                                   const std::string& prefix);
 
 // The revocation message for the channel: "session <id>" or "user <id>".
 std::string revocation_message(const char* kind, const std::string& id);

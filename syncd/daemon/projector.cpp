@@ -14,6 +14,9 @@ namespace syncd {
 namespace {
 
 constexpr int kBatch = 500;
+// A user's session keys go to Redis in round trips of this many commands,
+// the heartbeat fed after each (a user may have thousands of sessions).
+constexpr std::size_t kCascadeChunk = 100;
 
 struct Entry {
     std::string kind;
@@ -58,16 +61,45 @@ void project_user_key(PGconn* pg, Redis& redis, const std::string& prefix,
     }
     redis.apply(desired);
     if (progress) progress();
-    if (cascade) {
-        for (const auto& session : load_user_sessions(pg, clerk_user_id)) {
-            KeyState s = project_session(session, prefix, now_ms(), idle_timeout);
-            redis.apply(s);
-            if (progress) progress();
+    // Contract version 2: every live session hash carries a copy of the
+    // user's fields, so any change of the user reaches its sessions here,
+    // in the same step, from the same user row as the user hash (the copy
+    // is derived from PostgreSQL, never from what Redis holds).
+    auto sessions = load_user_sessions(pg, clerk_user_id);
+    for (auto& session : sessions) session.user = user;
+    const Fields copies = session_user_fields(user ? &*user : nullptr);
+    const std::int64_t now = now_ms();
+    std::vector<std::vector<std::string>> commands;
+    auto flush = [&] {
+        if (commands.empty()) return;
+        redis.pipeline(commands);
+        commands.clear();
+        if (progress) progress();
+    };
+    for (const auto& session : sessions) {
+        KeyState s = project_session(session, prefix, now, idle_timeout);
+        if (cascade) {
+            // Its status changed (ban, unban, deletion): the whole key.
+            for (auto& cmd : apply_commands(s)) commands.push_back(std::move(cmd));
             if (revoke && (!s.present || s.tombstone)) {
                 messages.insert(revocation_message("session", session.id));
             }
+        } else if (s.present && !s.tombstone) {
+            // Only the copy, in place: a hash that is not there (not
+            // projected yet, or expired by the module's idle timeout) stays
+            // so; the session's own projection writes it whole, with the
+            // copy of the user row it reads then.
+            commands.push_back(copy_user_fields_command(s.key, clerk_user_id, copies));
         }
+        if (commands.size() >= kCascadeChunk) flush();
     }
+    // The set from the same rows, whole: a session that ended or expired
+    // leaves it, and nothing but syncd's projection is in it.
+    for (auto& cmd :
+         apply_commands(project_session_set(clerk_user_id, sessions, prefix, now, idle_timeout))) {
+        commands.push_back(std::move(cmd));
+    }
+    flush();
     if (revoke) messages.insert(revocation_message("user", clerk_user_id));
 }
 
@@ -90,6 +122,13 @@ void project_session_keys(PGconn* pg, Redis& redis, const std::string& prefix,
             desired.key = session_key(prefix, w.id);  // no row: no key
         }
         for (auto& cmd : apply_commands(desired)) commands.push_back(std::move(cmd));
+        // The user's set follows the key, after it: added while the hash is
+        // live (with the copy), removed once it is a tombstone or gone.
+        if (it != found.end()) {
+            if (auto change = session_set_change(it->second, desired, prefix)) {
+                commands.push_back(session_set_command(*change, now));
+            }
+        }
         if (w.revoke && (!desired.present || desired.tombstone)) {
             messages.insert(revocation_message("session", w.id));
         }
@@ -238,7 +277,8 @@ void Projector::run() {
             bool reconnected = false;
             if (!redis || redis->broken()) {
                 redis.reset();
-                redis = std::make_unique<Redis>(cfg_.redis, std::chrono::milliseconds(2000));
+                redis =
+                    std::make_unique<Redis>(cfg_.redis, std::chrono::milliseconds(2000), &metrics_);
                 reconnected = true;
             }
             while (drain(pg.get(), *redis, cfg_.redis_prefix, cfg_.session_idle_timeout, metrics_,

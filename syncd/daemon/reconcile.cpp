@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -53,6 +54,7 @@ bool matches(const KeyState& desired, const KeyState& actual, bool has_ttl, bool
     if (desired.present != actual.present) return false;
     if (!desired.present) return true;
     bool wants_ttl = desired.expire_at_ms.has_value() || desired.ttl_seconds.has_value();
+    if (desired.is_set) return wants_ttl == has_ttl && desired.members == actual.members;
     return wants_ttl == has_ttl &&
            comparable(desired.fields, is_session) == comparable(actual.fields, is_session);
 }
@@ -69,7 +71,8 @@ std::string ReconcileReport::summary() const {
            std::to_string(users_written) + "; sessions checked " +
            std::to_string(sessions_checked) + ", written " + std::to_string(sessions_written) +
            ", tombstones written " + std::to_string(sessions_tombstoned) + ", removed " +
-           std::to_string(sessions_removed);
+           std::to_string(sessions_removed) + "; session sets written " +
+           std::to_string(session_sets_written);
 }
 
 Reconciler::Reconciler(std::string prefix, std::int64_t idle_timeout, int page_rows)
@@ -91,10 +94,7 @@ void Reconciler::restart(Redis& redis) {
 }
 
 bool Reconciler::repair(Redis& redis, const std::vector<KeyState>& desired, bool sessions) {
-    std::vector<std::string> keys;
-    keys.reserve(desired.size());
-    for (const auto& d : desired) keys.push_back(d.key);
-    auto stored = redis.read_many(keys);
+    auto stored = redis.read_many(desired);
     std::vector<std::vector<std::string>> commands;
     for (std::size_t i = 0; i < desired.size(); ++i) {
         const KeyState& want = desired[i];
@@ -103,7 +103,9 @@ bool Reconciler::repair(Redis& redis, const std::vector<KeyState>& desired, bool
         // the end may still verify: removing it would let them through JWT
         // mode's optional overlay again.
         for (auto& cmd : apply_commands(want)) commands.push_back(std::move(cmd));
-        if (!sessions) {
+        if (want.is_set) {
+            ++report_.session_sets_written;
+        } else if (!sessions) {
             ++report_.users_written;
         } else if (!want.present) {
             ++report_.sessions_removed;
@@ -151,19 +153,34 @@ bool Reconciler::step(PGconn* pg, Redis& redis) {
     const std::int64_t now = now_ms();
     std::vector<KeyState> desired;
     std::string last;
+    int rows = 0;
     if (sessions) {
         auto page = load_session_page(pg, after_, page_rows_, now);
         for (const auto& s : page)
             desired.push_back(project_session(s, prefix_, now, idle_timeout_));
         if (!page.empty()) last = page.back().id;
+        rows = static_cast<int>(page.size());
         report_.sessions_checked += static_cast<long>(page.size());
     } else {
         auto page = load_user_page(pg, after_, page_rows_, now);
-        for (const auto& u : page) desired.push_back(project_user(u, prefix_, now));
+        // Contract version 2: each user's set of live sessions, from the
+        // same rows the projector reads (one more query per page).
+        std::vector<std::string> ids;
+        for (const auto& u : page) ids.push_back(u.clerk_id);
+        std::map<std::string, std::vector<SessionState>> live;
+        for (auto& s : load_live_sessions_of(pg, ids, now)) {
+            live[s.clerk_user_id].push_back(std::move(s));
+        }
+        for (const auto& u : page) {
+            desired.push_back(project_user(u, prefix_, now));
+            desired.push_back(
+                project_session_set(u.clerk_id, live[u.clerk_id], prefix_, now, idle_timeout_));
+        }
         if (!page.empty()) last = page.back().clerk_id;
+        rows = static_cast<int>(page.size());
         report_.users_checked += static_cast<long>(page.size());
     }
-    const bool last_page = static_cast<int>(desired.size()) < page_rows_;
+    const bool last_page = rows < page_rows_;
     if (!desired.empty()) {
         if (!repair(redis, desired, sessions)) {
             tx.commit();

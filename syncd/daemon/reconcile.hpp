@@ -26,6 +26,7 @@ struct ReconcileReport {
     long sessions_written = 0;
     long sessions_tombstoned = 0;
     long sessions_removed = 0;
+    long session_sets_written = 0;  // user_sessions: (contract version 2)
     long pages = 0;
     // Passes started again because the marker vanished (Redis emptied
     // during the pass).

@@ -15,6 +15,7 @@
 #include "daemon/projector.hpp"
 #include "daemon/redis.hpp"
 #include "daemon/retention.hpp"
+#include "daemon/sentinel_watch.hpp"
 #include "daemon/service.hpp"
 
 namespace syncd {
@@ -105,6 +106,8 @@ int serve(const Config& cfg, const ConfigLoader& reload) {
 
     probe_stores(cfg);
     Metrics metrics;
+    SentinelWatch sentinel_watch(cfg.redis, metrics);  // sentinel:// only; stops on return
+    sentinel_watch.start();
     PgPool pool(cfg.database_url, cfg.db_pool);
     Projector projector(cfg, metrics);
     projector.start();

@@ -21,8 +21,10 @@ constexpr const char* kSessionColumns =
     "u.id IS NOT NULL, u.deleted_at IS NOT NULL, coalesce(u.banned, false), "
     "(extract(epoch FROM s.updated_at) * 1000)::bigint, "
     "(extract(epoch FROM u.updated_at) * 1000)::bigint, "
-    "(extract(epoch FROM s.abandon_at) * 1000)::bigint "
-    "FROM sessions s LEFT JOIN LATERAL (SELECT id, deleted_at, banned, updated_at FROM users "
+    "(extract(epoch FROM s.abandon_at) * 1000)::bigint, "
+    "u.db_id, u.email, u.role "
+    "FROM sessions s LEFT JOIN LATERAL (SELECT id, deleted_at, banned, updated_at, "
+    "id::text AS db_id, email, role FROM users "
     "WHERE clerk_id = s.clerk_user_id ORDER BY deleted_at IS NULL LIMIT 1) u ON true ";
 
 SessionState session_from(const PGresult* r, int row) {
@@ -36,6 +38,18 @@ SessionState session_from(const PGresult* r, int row) {
     s.updated_at_ms = pg_int(r, row, 8);
     s.user_updated_at_ms = pg_int(r, row, 9);
     s.abandon_at_ms = pg_opt_int(r, row, 10);
+    if (s.user_status != UserStatus::unknown) {
+        // The fields the session hash copies; memberships are attached after.
+        UserState u;
+        u.clerk_id = s.clerk_user_id;
+        u.status = s.user_status;
+        if (s.user_status != UserStatus::deleted) {
+            u.db_id = pg_text(r, row, 11);
+            u.email = pg_opt_text(r, row, 12);
+            u.role = pg_text(r, row, 13);
+        }
+        s.user = std::move(u);
+    }
     return s;
 }
 
@@ -63,14 +77,15 @@ UserState user_from(const PGresult* r, int row) {
 
 // The live memberships of every user not deleted, in one query; a user's
 // stay in the order they were created. The only membership query: a
-// projection and reconcile must not disagree on `roles`.
-void attach_memberships(PGconn* c, std::vector<UserState>& users) {
+// projection and reconcile must not disagree on `roles`, nor a user hash
+// and the copy in its session hashes.
+void attach_memberships(PGconn* c, const std::vector<UserState*>& users) {
     std::vector<std::string> wanted;
-    std::map<std::string, UserState*> by_id;
-    for (auto& u : users) {
-        if (u.status == UserStatus::deleted) continue;
-        wanted.push_back(u.clerk_id);
-        by_id.emplace(u.clerk_id, &u);
+    std::multimap<std::string, UserState*> by_id;
+    for (UserState* u : users) {
+        if (u->status == UserStatus::deleted) continue;
+        if (by_id.find(u->clerk_id) == by_id.end()) wanted.push_back(u->clerk_id);
+        by_id.emplace(u->clerk_id, u);
     }
     if (wanted.empty()) return;
     auto members = pg_exec(c,
@@ -79,11 +94,33 @@ void attach_memberships(PGconn* c, std::vector<UserState>& users) {
                            "AND deleted_at IS NULL ORDER BY clerk_user_id, created_at, id",
                            {pg_text_array(wanted)});
     for (int i = 0; i < PQntuples(members.get()); ++i) {
-        auto it = by_id.find(pg_text(members.get(), i, 0));
-        if (it == by_id.end()) continue;
-        it->second->memberships.emplace_back(pg_text(members.get(), i, 1),
-                                             pg_text(members.get(), i, 2));
+        auto range = by_id.equal_range(pg_text(members.get(), i, 0));
+        for (auto it = range.first; it != range.second; ++it) {
+            it->second->memberships.emplace_back(pg_text(members.get(), i, 1),
+                                                 pg_text(members.get(), i, 2));
+        }
     }
+}
+
+void attach_memberships(PGconn* c, std::vector<UserState>& users) {
+    std::vector<UserState*> ptrs;
+    for (auto& u : users) ptrs.push_back(&u);
+    attach_memberships(c, ptrs);
+}
+
+// The copies' roles of sessions read with kSessionColumns.
+void attach_memberships(PGconn* c, std::vector<SessionState>& sessions) {
+    std::vector<UserState*> ptrs;
+    for (auto& s : sessions) {
+        if (s.user) ptrs.push_back(&*s.user);
+    }
+    attach_memberships(c, ptrs);
+}
+
+std::vector<SessionState> sessions_from(const PGresult* r) {
+    std::vector<SessionState> out;
+    for (int i = 0; i < PQntuples(r); ++i) out.push_back(session_from(r, i));
+    return out;
 }
 
 }  // namespace
@@ -125,16 +162,31 @@ std::vector<UserState> load_user_page(PGconn* c, const std::string& after, int l
 
 std::optional<SessionState> load_session(PGconn* c, const std::string& session_id) {
     auto res = pg_exec(c, (std::string(kSessionColumns) + "WHERE s.id = $1").c_str(), {session_id});
-    if (PQntuples(res.get()) == 0) return std::nullopt;
-    return session_from(res.get(), 0);
+    auto out = sessions_from(res.get());
+    if (out.empty()) return std::nullopt;
+    attach_memberships(c, out);
+    return std::move(out.front());
 }
 
 std::vector<SessionState> load_sessions(PGconn* c, const std::vector<std::string>& session_ids) {
     auto res = pg_exec(c, (std::string(kSessionColumns) + "WHERE s.id = ANY($1::text[])").c_str(),
                        {pg_text_array(session_ids)});
-    std::vector<SessionState> out;
-    for (int i = 0; i < PQntuples(res.get()); ++i) out.push_back(session_from(res.get(), i));
+    auto out = sessions_from(res.get());
+    attach_memberships(c, out);
     return out;
+}
+
+std::vector<SessionState> load_live_sessions_of(PGconn* c,
+                                                const std::vector<std::string>& clerk_user_ids,
+                                                std::int64_t now_ms) {
+    if (clerk_user_ids.empty()) return {};
+    auto res = pg_exec(c,
+                       (std::string(kSessionColumns) +
+                        "WHERE s.clerk_user_id = ANY($1::text[]) AND s.status = 'active' "
+                        "AND s.expires_at > to_timestamp($2::bigint / 1000.0) ORDER BY s.id")
+                           .c_str(),
+                       {pg_text_array(clerk_user_ids), std::to_string(now_ms)});
+    return sessions_from(res.get());
 }
 
 std::vector<SessionState> load_user_sessions(PGconn* c, const std::string& clerk_user_id) {
@@ -143,9 +195,7 @@ std::vector<SessionState> load_user_sessions(PGconn* c, const std::string& clerk
                         "WHERE s.clerk_user_id = $1 AND s.expires_at > now() ORDER BY s.id")
                            .c_str(),
                        {clerk_user_id});
-    std::vector<SessionState> out;
-    for (int i = 0; i < PQntuples(res.get()); ++i) out.push_back(session_from(res.get(), i));
-    return out;
+    return sessions_from(res.get());
 }
 
 std::vector<SessionState> load_session_page(PGconn* c, const std::string& after, int limit,
@@ -168,8 +218,8 @@ std::vector<SessionState> load_session_page(PGconn* c, const std::string& after,
                            .c_str(),
                        {after, std::to_string(limit), std::to_string(now_ms),
                         std::to_string(kSessionTombstoneTtlSeconds)});
-    std::vector<SessionState> out;
-    for (int i = 0; i < PQntuples(res.get()); ++i) out.push_back(session_from(res.get(), i));
+    auto out = sessions_from(res.get());
+    attach_memberships(c, out);
     return out;
 }
 

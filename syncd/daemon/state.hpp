@@ -21,8 +21,19 @@ std::optional<SessionState> load_session(PGconn* c, const std::string& session_i
 // Several sessions in one query; ids without a row are absent from the result.
 std::vector<SessionState> load_sessions(PGconn* c, const std::vector<std::string>& session_ids);
 
-// The user's sessions that have not expired yet, with the user's status.
+// Sessions come with their user's row (SessionState::user) for the copies
+// of contract version 2, memberships included, except where said.
+
+// The user's sessions that have not expired yet, with the user's status;
+// `user` without memberships: the caller has loaded the user (load_user)
+// and copies from that one row.
 std::vector<SessionState> load_user_sessions(PGconn* c, const std::string& clerk_user_id);
+
+// The active, unexpired sessions of these users in one query (reconcile's
+// user_sessions: sets); `user` without memberships, which a set ignores.
+std::vector<SessionState> load_live_sessions_of(PGconn* c,
+                                                const std::vector<std::string>& clerk_user_ids,
+                                                std::int64_t now_ms);
 
 // Reconcile's pages, in key order after `after` (empty: from the start),
 // one query each (plus one for the page's memberships), `now_ms` being the

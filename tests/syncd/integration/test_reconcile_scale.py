@@ -89,7 +89,9 @@ def snapshot(rds, prefix):
     for key in rds.scan_iter(match=prefix + "*", count=1000):
         if key == prefix + "syncd:marker":
             continue
-        out[key] = (rds.hgetall(key), rds.pttl(key))
+        # user_sessions: sets (contract version 2) beside the hashes.
+        value = rds.smembers(key) if rds.type(key) == "set" else rds.hgetall(key)
+        out[key] = (value, rds.pttl(key))
     return out
 
 
@@ -141,6 +143,8 @@ def test_paged_reconcile_matches_the_projector(own_pg, redis_server):
     live_sessions = counts["active"]
     assert sum(1 for k, (f, _) in reference.items() if "user_id" in f) < live_sessions
     assert any(f == {"status": "revoked", "token_type": "jwt"} for f, _ in reference.values())
+    sets = [k for k in reference if k.startswith(prefix + "user_sessions:")]
+    assert sets and all(reference[k][1] > 0 for k in sets)
 
     for key in rds.scan_iter(match=prefix + "*", count=1000):
         rds.delete(key)
@@ -160,12 +164,13 @@ def test_paged_reconcile_matches_the_projector(own_pg, redis_server):
     assert f"users checked {users}, written {users};" in out, out
     assert f"sessions checked {sessions}," in out, out
     assert "removed 1" in out, out
+    assert f"session sets written {len(sets)}" in out, out
     same_state(reference, snapshot(rds, prefix))
     assert rds.get(prefix + "syncd:marker").startswith("reconciled ")
     # Nothing left to do on a second pass.
     again = daemon.run("reconcile").stdout
     assert f"users checked {users}, written 0; sessions checked {sessions}, written 0, " \
-           "tombstones written 0, removed 0" in again, again
+           "tombstones written 0, removed 0; session sets written 0" in again, again
 
 
 def test_webhook_projected_during_a_long_reconcile(own_pg, redis_server):

@@ -222,14 +222,23 @@ def test_session_lifecycle_and_revocations(syncd, pg, rds):
         created = session_data(sid, uid, updated_at=t)
         assert syncd.deliver("session.created", created)[0] == 200
         h = eventually_hash(rds, f"sess:{sid}", {"user_id": uid})
+        # Contract version 2: the user's fields copied in (user_status first
+        # of all, which tells the reader that the copy is there).
+        db_id = user_row(pg, uid)[0]
         assert h == {"user_id": uid, "expires_at": str(created["expire_at"]),
-                     "last_active_at": str(t), "token_type": "jwt"}
+                     "last_active_at": str(t), "token_type": "jwt",
+                     "user_status": "active", "role": "user", "roles": "user",
+                     "db_id": db_id, "email": "ada@example.com"}
         assert 0 < rds.pttl(f"sess:{sid}") <= 3600_000
+        assert rds.smembers(f"user_sessions:{uid}") >= {sid}
         ended = session_data(sid, uid, status=status_name, updated_at=t + 10)
         assert syncd.deliver(end_type, ended)[0] == 200
         # Not deleted: JWT mode lets a verified token through when the hash
         # is missing. The status stays, nothing else (no user_id).
         eventually_tombstone(rds, f"sess:{sid}", status_name)
+        # Out of the user's set (written just after the tombstone).
+        wait_for(lambda: sid not in rds.smembers(f"user_sessions:{uid}"),
+                 what="the ended session out of the set")
         assert pg.scalar("SELECT status FROM sessions WHERE id = :'p1'", sid) == status_name
         msg = wait_for(lambda: pubsub.get_message(timeout=0.2), what="revocation message")
         assert msg["data"] == f"session {sid}"

@@ -1,4 +1,7 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
 
 #include "core/config.hpp"
 
@@ -37,10 +40,12 @@ TEST(Config, AllKeys) {
                            {});
     EXPECT_EQ(c.listen.host, "::1");
     EXPECT_EQ(c.listen.port, 9000);
-    EXPECT_EQ(c.redis.host, "10.0.0.1");
-    EXPECT_EQ(c.redis.port, 6380);
-    EXPECT_EQ(c.redis.password, "pw");
-    EXPECT_EQ(c.redis.db, 2);
+    ASSERT_EQ(c.redis.address.endpoints.size(), 1u);
+    EXPECT_EQ(c.redis.address.endpoints[0].host, "10.0.0.1");
+    EXPECT_EQ(c.redis.address.endpoints[0].port, 6380);
+    EXPECT_EQ(c.redis.address.password, "pw");
+    EXPECT_EQ(c.redis.address.db, 2);
+    EXPECT_FALSE(c.redis.tls.enabled);
     EXPECT_EQ(c.redis_prefix, "app1:");
     EXPECT_EQ(c.webhook_path, "/hooks");
     EXPECT_EQ(c.max_body, 512u * 1024u);
@@ -115,8 +120,11 @@ TEST(Config, RedisPasswordNeverInErrors) {
     std::string err = error_of({{"SYNCD_REDIS_URL", "redis://:s3cretpw@host:notaport"}});
     EXPECT_NE(err.find("SYNCD_REDIS_URL"), std::string::npos);
     EXPECT_EQ(err.find("s3cretpw"), std::string::npos);
-    RedisUrl url = parse_redis_url("K", "redis://:s3cretpw@host:1234/3");
+    auto url = parse_redis_url("K", "redis://:s3cretpw@host:1234/3");
     EXPECT_EQ(url.redacted().find("s3cretpw"), std::string::npos);
+    Config c = load_config({{"SYNCD_REDIS_URL", "rediss://app:s3cretpw@host:1234/3"}}, {});
+    EXPECT_EQ(c.redis.redacted().find("s3cretpw"), std::string::npos);
+    EXPECT_NE(c.redis.redacted().find("host:1234"), std::string::npos);
 }
 
 // libpq's parse error quotes the offending part, which can be the password.
@@ -134,22 +142,148 @@ TEST(Config, DatabaseUrlIsParsedWithoutEchoingIt) {
     }
 }
 
+// The grammar is common/redis_address.hpp's (its own tests cover it); these
+// check what syncd makes of it.
 TEST(Config, RedisUrlForms) {
-    RedisUrl a = parse_redis_url("K", "redis://127.0.0.1:6379");
-    EXPECT_FALSE(a.unix_socket);
-    EXPECT_EQ(a.port, 6379);
-    EXPECT_EQ(a.db, 0);
-    RedisUrl b = parse_redis_url("K", "unix:///run/redis/redis.sock");
-    EXPECT_TRUE(b.unix_socket);
-    EXPECT_EQ(b.host, "/run/redis/redis.sock");
-    RedisUrl c = parse_redis_url("K", "redis://user:p@ss@host/1");
+    using session::common::RedisTopology;
+    auto a = parse_redis_url("K", "redis://127.0.0.1:6379");
+    EXPECT_EQ(a.topology, RedisTopology::standalone);
+    EXPECT_FALSE(a.endpoints[0].is_unix());
+    EXPECT_EQ(a.endpoints[0].port, 6379);
+    EXPECT_EQ(a.db, -1);  // not given: no SELECT
+    auto b = parse_redis_url("K", "unix:///run/redis/redis.sock");
+    EXPECT_TRUE(b.endpoints[0].is_unix());
+    EXPECT_EQ(b.endpoints[0].unix_path, "/run/redis/redis.sock");
+    auto c = parse_redis_url("K", "redis://user:p@ss@host/1");
     EXPECT_EQ(c.user, "user");
     EXPECT_EQ(c.password, "p@ss");
-    EXPECT_EQ(c.host, "host");
-    EXPECT_EQ(c.port, 6379);
+    EXPECT_EQ(c.endpoints[0].host, "host");
+    EXPECT_EQ(c.endpoints[0].port, 6379);
     EXPECT_EQ(c.db, 1);
+    auto d = parse_redis_url("K", "127.0.0.1:6380");  // nginx's short form
+    EXPECT_EQ(d.endpoints[0].port, 6380);
+    auto e = parse_redis_url("K", "rediss://app:pw@redis.example:6380/0");
+    EXPECT_TRUE(e.tls);
+    auto f = parse_redis_url("K", "sentinel://s1:26379,s2,[::1]:26380/mymaster/2");
+    EXPECT_EQ(f.topology, RedisTopology::sentinel);
+    ASSERT_EQ(f.endpoints.size(), 3u);
+    EXPECT_EQ(f.endpoints[1].port, 26379);
+    EXPECT_EQ(f.endpoints[2].host, "::1");
+    EXPECT_EQ(f.master_name, "mymaster");
+    EXPECT_EQ(f.db, 2);
     EXPECT_THROW(parse_redis_url("K", "unix://relative"), ConfigError);
     EXPECT_THROW(parse_redis_url("K", "redis://host:1/x"), ConfigError);
+    EXPECT_THROW(parse_redis_url("K", "sentinel://s1:26379"), ConfigError);
+}
+
+TEST(Config, RedisCluster) {
+    auto c = parse_redis_url("K", "cluster://u:p%40w@h1:7000,h2,[::1]:7002");
+    EXPECT_EQ(c.topology, session::common::RedisTopology::cluster);
+    ASSERT_EQ(c.endpoints.size(), 3u);
+    EXPECT_EQ(c.endpoints[0].host, "h1");
+    EXPECT_EQ(c.endpoints[0].port, 7000);
+    EXPECT_EQ(c.endpoints[1].port, 6379);
+    EXPECT_EQ(c.endpoints[2].host, "::1");
+    EXPECT_EQ(c.user, "u");
+    EXPECT_EQ(c.password, "p@w");
+    // A cluster has database 0 only: the grammar refuses a /db.
+    EXPECT_NE(error_of({{"SYNCD_REDIS_URL", "cluster://h1:7000/1"}}).find("SYNCD_REDIS_URL: "),
+              std::string::npos);
+    // Over TLS with the switch, the same settings for every node.
+    Config t = load_config(
+        {{"SYNCD_REDIS_URL", "cluster://h1:7000,h2:7001"}, {"SYNCD_REDIS_TLS", "on"}}, {});
+    EXPECT_TRUE(t.redis.tls.enabled);
+    EXPECT_EQ(t.redis.redacted().find("u:"), std::string::npos);
+}
+
+// A readable file for the *_FILE keys (their contents are OpenSSL's to judge
+// at connection time).
+class TempFile {
+  public:
+    TempFile() {
+        char name[] = "/tmp/syncd-config-test-XXXXXX";
+        int fd = mkstemp(name);
+        if (fd >= 0) close(fd);
+        path_ = name;
+    }
+    ~TempFile() { unlink(path_.c_str()); }
+    const std::string& path() const { return path_; }
+
+  private:
+    std::string path_;
+};
+
+TEST(Config, RedisTlsKeys) {
+    TempFile ca, cert, key;
+    Config c = load_config({{"SYNCD_REDIS_URL", "rediss://app:pw@redis.example:6380"},
+                            {"SYNCD_REDIS_CA_FILE", ca.path()},
+                            {"SYNCD_REDIS_CERT_FILE", cert.path()},
+                            {"SYNCD_REDIS_KEY_FILE", key.path()},
+                            {"SYNCD_REDIS_SERVER_NAME", "redis.internal"}},
+                           {});
+    EXPECT_TRUE(c.redis.tls.enabled);  // rediss:// implies it
+    EXPECT_TRUE(c.redis.tls.verify);   // the default
+    EXPECT_EQ(c.redis.tls.ca_file, ca.path());
+    EXPECT_EQ(c.redis.tls.cert_file, cert.path());
+    EXPECT_EQ(c.redis.tls.key_file, key.path());
+    EXPECT_EQ(c.redis.tls.server_name, "redis.internal");
+    // check-config's line: the paths and the name, never the password.
+    std::string shown = c.redis.redacted();
+    EXPECT_NE(shown.find("TLS"), std::string::npos) << shown;
+    EXPECT_NE(shown.find(ca.path()), std::string::npos) << shown;
+    EXPECT_NE(shown.find(cert.path()), std::string::npos) << shown;
+    EXPECT_NE(shown.find("redis.internal"), std::string::npos) << shown;
+    EXPECT_EQ(shown.find("pw@"), std::string::npos) << shown;
+
+    // Sentinel (or a plain redis:// URL) over TLS: the switch.
+    Config s = load_config({{"SYNCD_REDIS_URL", "sentinel://s1,s2/mymaster"},
+                            {"SYNCD_REDIS_TLS", "on"},
+                            {"SYNCD_REDIS_TLS_VERIFY", "off"}},
+                           {});
+    EXPECT_TRUE(s.redis.tls.enabled);
+    EXPECT_FALSE(s.redis.tls.verify);
+    EXPECT_NE(s.redis.redacted().find("NOT verified"), std::string::npos);
+    EXPECT_FALSE(load_config({{"SYNCD_REDIS_URL", "redis://h:1"}}, {}).redis.tls.enabled);
+    // Empty counts as unset (an EnvironmentFile left blank).
+    Config blank = load_config(
+        {{"SYNCD_REDIS_URL", "redis://h:1"}, {"SYNCD_REDIS_TLS", ""}, {"SYNCD_REDIS_CA_FILE", ""}},
+        {});
+    EXPECT_FALSE(blank.redis.tls.enabled);
+}
+
+TEST(Config, RedisTlsErrorsNameTheKeys) {
+    TempFile file;
+    auto has = [](const std::string& err, const char* what) {
+        return err.find(what) != std::string::npos;
+    };
+    // One of the pair without the other: both named.
+    std::string err =
+        error_of({{"SYNCD_REDIS_URL", "rediss://h:1"}, {"SYNCD_REDIS_CERT_FILE", file.path()}});
+    EXPECT_TRUE(has(err, "SYNCD_REDIS_CERT_FILE") && has(err, "SYNCD_REDIS_KEY_FILE")) << err;
+    err = error_of({{"SYNCD_REDIS_URL", "rediss://h:1"}, {"SYNCD_REDIS_KEY_FILE", file.path()}});
+    EXPECT_TRUE(has(err, "SYNCD_REDIS_CERT_FILE") && has(err, "SYNCD_REDIS_KEY_FILE")) << err;
+    // A file that cannot be read.
+    err = error_of(
+        {{"SYNCD_REDIS_URL", "rediss://h:1"}, {"SYNCD_REDIS_CA_FILE", "/nonexistent/ca.pem"}});
+    EXPECT_TRUE(has(err, "SYNCD_REDIS_CA_FILE") && has(err, "/nonexistent/ca.pem")) << err;
+    // TLS settings without TLS.
+    for (const char* key : {"SYNCD_REDIS_CA_FILE", "SYNCD_REDIS_SERVER_NAME"}) {
+        err = error_of({{"SYNCD_REDIS_URL", "redis://h:1"},
+                        {key, key == std::string("SYNCD_REDIS_CA_FILE") ? file.path() : "x"}});
+        EXPECT_TRUE(has(err, key) && has(err, "TLS is off")) << err;
+    }
+    // rediss:// and the switch off contradict each other.
+    err = error_of({{"SYNCD_REDIS_URL", "rediss://h:1"}, {"SYNCD_REDIS_TLS", "off"}});
+    EXPECT_TRUE(has(err, "SYNCD_REDIS_TLS")) << err;
+    // Redis has no TLS on Unix sockets.
+    err = error_of({{"SYNCD_REDIS_URL", "unix:/run/redis.sock"}, {"SYNCD_REDIS_TLS", "on"}});
+    EXPECT_TRUE(has(err, "SYNCD_REDIS_TLS") && has(err, "Unix")) << err;
+    for (const char* key : {"SYNCD_REDIS_TLS", "SYNCD_REDIS_TLS_VERIFY"}) {
+        err = error_of({{"SYNCD_REDIS_URL", "rediss://h:1"}, {key, "maybe"}});
+        EXPECT_TRUE(has(err, key)) << err;
+    }
+    err = error_of({{"SYNCD_REDIS_URL", "rediss://h:1"}, {"SYNCD_REDIS_SERVER_NAME", "a b"}});
+    EXPECT_TRUE(has(err, "SYNCD_REDIS_SERVER_NAME")) << err;
 }
 
 TEST(Config, RequireNamesMissingKey) {

@@ -31,6 +31,30 @@ TEST(Metrics, Exposition) {
     EXPECT_TRUE(has(t, "syncd_request_duration_seconds_count 2"));
 }
 
+TEST(Metrics, RedisTopology) {
+    Metrics m;
+    EXPECT_FALSE(m.set_redis_primary("10.0.0.1:6379"));  // the first: no failover
+    EXPECT_FALSE(m.set_redis_primary("10.0.0.1:6379"));
+    EXPECT_TRUE(m.set_redis_primary("10.0.0.2:6379"));
+    EXPECT_FALSE(m.set_redis_primary("10.0.0.2:6379"));  // seen twice, counted once
+    EXPECT_EQ(m.redis_failovers(), 1u);
+    m.count_redis_moved();
+    m.count_redis_moved();
+    m.count_redis_ask();
+    m.count_redis_tls_handshake_failure();
+    std::string t = m.render();
+    EXPECT_TRUE(has(t, "syncd_redis_primary_info{address=\"10.0.0.2:6379\"} 1"));
+    EXPECT_EQ(t.find("10.0.0.1:6379"), std::string::npos);
+    EXPECT_TRUE(has(t, "syncd_redis_failovers_total 1"));
+    EXPECT_TRUE(has(t, "syncd_redis_moved_total 2"));
+    EXPECT_TRUE(has(t, "syncd_redis_ask_total 1"));
+    EXPECT_TRUE(has(t, "syncd_redis_tls_handshake_failures_total 1"));
+    m.set_redis_primaries({"a:1", "b:2", "c:3"});
+    t = m.render();
+    EXPECT_TRUE(has(t, "syncd_redis_primary_info{address=\"b:2\"} 1"));
+    EXPECT_TRUE(has(t, "syncd_redis_failovers_total 1"));
+}
+
 TEST(Metrics, TypeCardinalityIsBounded) {
     Metrics m;
     for (int i = 0; i < 100; ++i) m.count_event("t" + std::to_string(i), "ignored");

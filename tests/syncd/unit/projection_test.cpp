@@ -1,6 +1,9 @@
 // From rows to the Redis keys of docs/redis-contract.md.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <iterator>
+
 #include "core/projection.hpp"
 #include "daemon/redis.hpp"
 
@@ -77,10 +80,12 @@ TEST(ProjectSession, ActiveSessionHashWithExpiry) {
     EXPECT_EQ(k.key, "app:sess:sess_1");
     EXPECT_TRUE(k.present);
     EXPECT_FALSE(k.tombstone);
+    // No user row here: the copy (contract version 2) is the status alone.
     EXPECT_EQ(k.fields, (Fields{{"user_id", "user_1"},
                                 {"expires_at", std::to_string(kNow + 3600 * 1000)},
                                 {"last_active_at", std::to_string(kNow - 1000)},
-                                {"token_type", "jwt"}}));
+                                {"token_type", "jwt"},
+                                {"user_status", "active"}}));
     EXPECT_EQ(k.expire_at_ms, kNow + 3600 * 1000);
     EXPECT_FALSE(k.ttl_seconds);
 }
@@ -209,7 +214,7 @@ TEST(RedisCommands, SessionKeyKeepsTheNewerLastActiveAt) {
                                                  std::to_string(kNow + 3600 * 1000),
                                                  std::to_string(kNow - 1000), "user_id", "user_1",
                                                  "expires_at", std::to_string(kNow + 3600 * 1000),
-                                                 "token_type", "jwt"}));
+                                                 "token_type", "jwt", "user_status", "active"}));
     SessionState never_active = live_session();
     never_active.last_active_at_ms.reset();
     cmds = apply_commands(project_session(never_active, "", kNow, 0));
@@ -246,7 +251,8 @@ TEST(ProjectSession, IdleTimeoutIsWrittenWhenConfigured) {
                                 {"expires_at", std::to_string(kNow + 3600 * 1000)},
                                 {"last_active_at", std::to_string(kNow - 1000)},
                                 {"idle_timeout", "1800"},
-                                {"token_type", "jwt"}}));
+                                {"token_type", "jwt"},
+                                {"user_status", "active"}}));
     for (const auto& f : project_session(live_session(), "", kNow, 0).fields) {
         EXPECT_NE(f.first, "idle_timeout");
     }
@@ -302,6 +308,160 @@ TEST(RedisCommands, AbsentKeyIsDeleted) {
     auto cmds = apply_commands(project_session(s, "", kNow, 0));
     ASSERT_EQ(cmds.size(), 1u);
     EXPECT_EQ(cmds[0], (std::vector<std::string>{"DEL", "sess:sess_1"}));
+}
+
+// Contract version 2: a live session hash carries its user's fields, so
+// that an opaque check is one HMGET of one key.
+SessionState ada_session() {
+    SessionState s = live_session();
+    s.user = ada();
+    return s;
+}
+
+TEST(ProjectSessionV2, LiveHashCarriesTheUsersFields) {
+    KeyState k = project_session(ada_session(), "app:", kNow, 0);
+    EXPECT_EQ(k.fields, (Fields{{"user_id", "user_1"},
+                                {"expires_at", std::to_string(kNow + 3600 * 1000)},
+                                {"last_active_at", std::to_string(kNow - 1000)},
+                                {"token_type", "jwt"},
+                                {"user_status", "active"},
+                                {"db_id", "0b7c9a4e-0000-4000-8000-000000000001"},
+                                {"role", "admin"},
+                                {"roles", "admin org_2acme/org:admin org_2globex/org:member"},
+                                {"email", "ada@example.com"}}));
+}
+
+// The copy is the user hash's fields, value for value (status renamed).
+TEST(ProjectSessionV2, CopyMatchesTheUserHash) {
+    for (bool with_email : {true, false}) {
+        UserState u = ada();
+        if (!with_email) u.email.reset();
+        Fields from_user;
+        for (const auto& f : project_user(u, "", kNow).fields) {
+            from_user.emplace_back(f.first == "status" ? "user_status" : f.first, f.second);
+        }
+        Fields copy = session_user_fields(&u);
+        std::sort(from_user.begin(), from_user.end());
+        std::sort(copy.begin(), copy.end());
+        EXPECT_EQ(copy, from_user);
+        bool has_email = false;
+        for (const auto& f : copy) has_email |= f.first == "email";
+        EXPECT_EQ(has_email, with_email);
+        for (const auto& f : copy) {
+            EXPECT_NE(std::find(std::begin(kSessionUserFieldNames),
+                                std::end(kSessionUserFieldNames), f.first),
+                      std::end(kSessionUserFieldNames))
+                << f.first;
+        }
+    }
+    // No row: the status alone (its presence tells the reader the copy is
+    // there); a deleted user's copy carries no personal data.
+    EXPECT_EQ(session_user_fields(nullptr), (Fields{{"user_status", "active"}}));
+    UserState gone = ada();
+    gone.status = UserStatus::deleted;
+    EXPECT_EQ(session_user_fields(&gone), (Fields{{"user_status", "deleted"}}));
+}
+
+TEST(ProjectSessionV2, TombstonesCarryNoCopy) {
+    SessionState ended = ada_session();
+    ended.status = "ended";
+    EXPECT_EQ(project_session(ended, "", kNow, 0).fields,
+              (Fields{{"status", "ended"}, {"token_type", "jwt"}}));
+    SessionState banned = ada_session();
+    banned.user_status = UserStatus::banned;
+    banned.user->status = UserStatus::banned;
+    EXPECT_EQ(project_session(banned, "", kNow, 0).fields,
+              (Fields{{"status", "revoked"}, {"token_type", "jwt"}}));
+}
+
+// The set lists the live hashes, expires with the longest of them, and
+// leaves out tombstones, expired sessions and users without a row.
+TEST(ProjectSessionSet, LiveSessionsOnlyAndTheLongestExpiry) {
+    SessionState a = ada_session();
+    a.id = "sess_b";
+    SessionState longer = ada_session();
+    longer.id = "sess_a";
+    longer.expires_at_ms = kNow + 7200 * 1000;
+    SessionState ended = ada_session();
+    ended.id = "sess_c";
+    ended.status = "ended";
+    SessionState expired = ada_session();
+    expired.id = "sess_d";
+    expired.expires_at_ms = kNow;
+    SessionState abandoned = ada_session();
+    abandoned.id = "sess_e";
+    abandoned.abandon_at_ms = kNow - 1;
+    KeyState k =
+        project_session_set("user_1", {a, longer, ended, expired, abandoned}, "app:", kNow, 0);
+    EXPECT_EQ(k.key, "app:user_sessions:user_1");
+    EXPECT_TRUE(k.is_set);
+    EXPECT_TRUE(k.present);
+    EXPECT_EQ(k.members, (std::vector<std::string>{"sess_a", "sess_b"}));
+    EXPECT_EQ(k.expire_at_ms, kNow + 7200 * 1000);
+    EXPECT_TRUE(k.fields.empty());
+
+    KeyState none = project_session_set("user_1", {ended, expired}, "", kNow, 0);
+    EXPECT_FALSE(none.present);
+    EXPECT_EQ(apply_commands(none),
+              (std::vector<std::vector<std::string>>{{"DEL", "user_sessions:user_1"}}));
+
+    SessionState unknown = live_session();
+    unknown.user_status = UserStatus::unknown;
+    EXPECT_FALSE(project_session_set("user_1", {unknown}, "", kNow, 0).present);
+    SessionState banned = ada_session();
+    banned.user_status = UserStatus::banned;
+    EXPECT_FALSE(project_session_set("user_1", {banned}, "", kNow, 0).present);
+}
+
+TEST(ProjectSessionSet, ReplacedAtomicallyWithItsExpiry) {
+    KeyState k = project_session_set("user_1", {ada_session()}, "", kNow, 0);
+    auto cmds = apply_commands(k);
+    ASSERT_EQ(cmds.size(), 5u);
+    EXPECT_EQ(cmds[0], std::vector<std::string>{"MULTI"});
+    EXPECT_EQ(cmds[1], (std::vector<std::string>{"DEL", "user_sessions:user_1"}));
+    EXPECT_EQ(cmds[2], (std::vector<std::string>{"SADD", "user_sessions:user_1", "sess_1"}));
+    EXPECT_EQ(cmds[3], (std::vector<std::string>{"PEXPIREAT", "user_sessions:user_1",
+                                                 std::to_string(kNow + 3600 * 1000)}));
+    EXPECT_EQ(cmds[4], std::vector<std::string>{"EXEC"});
+}
+
+TEST(ProjectSessionSet, OneSessionJoinsOrLeavesItsUsersSet) {
+    SessionState s = ada_session();
+    KeyState live = project_session(s, "app:", kNow, 0);
+    auto change = session_set_change(s, live, "app:");
+    ASSERT_TRUE(change);
+    EXPECT_TRUE(change->add);
+    EXPECT_EQ(change->key, "app:user_sessions:user_1");
+    EXPECT_EQ(change->expire_at_ms, kNow + 3600 * 1000);
+    EXPECT_EQ(session_set_command(*change, kNow),
+              (std::vector<std::string>{
+                  "EVAL", kAddToSessionSetScript, "1", "app:user_sessions:user_1", "sess_1",
+                  std::to_string(kNow + 3600 * 1000), std::to_string(3600 * 1000)}));
+
+    s.status = "revoked";
+    change = session_set_change(s, project_session(s, "app:", kNow, 0), "app:");
+    ASSERT_TRUE(change);
+    EXPECT_FALSE(change->add);
+    EXPECT_EQ(session_set_command(*change, kNow),
+              (std::vector<std::string>{"SREM", "app:user_sessions:user_1", "sess_1"}));
+
+    // No user row yet: the user's projection writes the set when it comes.
+    SessionState orphan = live_session();
+    orphan.user_status = UserStatus::unknown;
+    EXPECT_FALSE(session_set_change(orphan, project_session(orphan, "", kNow, 0), ""));
+}
+
+// A user change that leaves the sessions live rewrites the copy in place:
+// every copied field deleted, then the new ones set, guarded by user_id.
+TEST(RedisCommands, CopyRewriteDeletesEveryCopiedFieldFirst) {
+    UserState u = ada();
+    u.email.reset();
+    auto cmd = copy_user_fields_command("sess:sess_1", "user_1", session_user_fields(&u));
+    EXPECT_EQ(cmd,
+              (std::vector<std::string>{
+                  "EVAL", kCopyUserFieldsScript, "1", "sess:sess_1", "user_1", "5", "user_status",
+                  "role", "roles", "db_id", "email", "user_status", "active", "db_id", u.db_id,
+                  "role", "admin", "roles", "admin org_2acme/org:admin org_2globex/org:member"}));
 }
 
 }  // namespace
