@@ -9,8 +9,9 @@ packages=(
   libhiredis-dev libsimdjson-dev
   # syncd
   libpq-dev libsystemd-dev libmicrohttpd-dev nlohmann-json3-dev
-  # servers the tests start themselves
-  redis-server postgresql
+  # servers the tests start themselves; redis-cli builds test clusters and
+  # the openssl command line makes the tests' throwaway CA
+  redis-server redis-tools postgresql openssl
   # tests, fuzzing, sanitizers, benchmarks
   googletest libgtest-dev valgrind clang-14 libfuzzer-14-dev libclang-rt-14-dev
   python3 python3-pytest python3-redis python3-cryptography wrk curl nodejs npm clang-format
