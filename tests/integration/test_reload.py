@@ -179,3 +179,11 @@ def test_single_process_reload_closes_the_link(nginx, rds, r):
     wait_until(lambda: not module_ids & {c["id"] for c in r.client_list()}, 10,
                what="the module's connection to close")
     assert n.proc.poll() is None, "nginx exited"
+    # nginx's single-process loop looks at its quit flag only after an event:
+    # a SIGQUIT that lands while it is still reconfiguring waits for one that
+    # never comes here. Repeat it until nginx is gone.
+    def quit_sent():
+        if n.proc.poll() is None:
+            n.proc.send_signal(signal.SIGQUIT)
+        return n.proc.poll() is not None
+    wait_until(quit_sent, 15, interval=0.5, what="nginx to quit")
