@@ -89,6 +89,28 @@ std::string format_prometheus(const MetricsSnapshot& snapshot) {
                   "TLS handshakes with Redis that failed or did not verify.", "counter",
                   snapshot.tls_handshake_failures);
 
+    append_single(out, "nginx_session_redis_failovers_total",
+                  "Sentinel failovers seen: a verified primary other than the last one.", "counter",
+                  snapshot.redis_failovers);
+    if (!snapshot.primaries.empty()) {
+        constexpr std::string_view kPrimary = "nginx_session_redis_primary_info";
+        append_header(out, kPrimary,
+                      "The primary workers last verified (sentinel://), and how many did.",
+                      "gauge");
+        for (const auto& [address, workers] : snapshot.primaries) {
+            // host:port never holds a quote, a backslash or a newline.
+            out.append(kPrimary).append("{address=\"").append(address).append("\"} ");
+            append_u64(out, workers);
+            out.append("\n");
+        }
+    }
+    append_single(out, "nginx_session_redis_moved_total",
+                  "MOVED redirections from Redis Cluster (the slot map changed).", "counter",
+                  snapshot.redis_moved);
+    append_single(out, "nginx_session_redis_ask_total",
+                  "ASK redirections from Redis Cluster (a slot being migrated).", "counter",
+                  snapshot.redis_ask);
+
     constexpr std::string_view kLatency = "nginx_session_redis_lookup_seconds";
     append_header(out, kLatency, "Latency of Redis session lookups.", "histogram");
     // The snapshot counts per bucket; Prometheus wants each bucket to count

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/record.hpp"
 
@@ -34,6 +36,12 @@ struct MetricsSnapshot {
     // Per bucket, not cumulative; the formatter accumulates.
     std::array<std::uint64_t, kLatencyBucketCount> latency_buckets{};
     std::uint64_t latency_sum_us = 0;
+    std::uint64_t redis_failovers = 0;
+    std::uint64_t redis_moved = 0;
+    std::uint64_t redis_ask = 0;
+    // sentinel://: each primary (host:port) and how many workers last
+    // verified it.
+    std::vector<std::pair<std::string, std::uint64_t>> primaries;
 };
 
 // Metric names:
@@ -46,6 +54,9 @@ struct MetricsSnapshot {
 //   nginx_session_workers                          gauge
 //   nginx_session_touches_total                    counter
 //   nginx_session_redis_tls_handshake_failures_total counter
+//   nginx_session_redis_failovers_total            counter
+//   nginx_session_redis_primary_info{address=}     gauge (workers on it)
+//   nginx_session_redis_moved_total / _ask_total   counter
 //   nginx_session_redis_lookup_seconds             histogram (le in seconds)
 std::string format_prometheus(const MetricsSnapshot& snapshot);
 

@@ -15,9 +15,23 @@ extern ngx_module_t ngx_session_module;
 
 namespace session::ngx {
 
+enum class RedisTopologyKind : ngx_uint_t { standalone, sentinel, cluster };
+
+// One sentinel (sentinel://) or seed node (cluster://), resolved at
+// configuration load like the standalone address.
+struct RedisNodeAddr {
+    ngx_addr_t addr;
+    ngx_str_t host;  // as written, NUL-terminated
+    ngx_int_t port;
+    ngx_str_t text;  // host:port, for logs
+};
+
 // session_redis: where this worker's one Redis connection goes, and how.
 struct RedisConf {
     ngx_flag_t configured;
+    RedisTopologyKind topology;
+    ngx_array_t* nodes;      // of RedisNodeAddr: the sentinels or the seed nodes
+    ngx_str_t master_name;   // sentinel:// only
     ngx_str_t address_text;  // without credentials: for log messages
     ngx_str_t host;          // as written (a name or an IP), NUL-terminated; empty for unix:
     ngx_int_t port;
@@ -38,7 +52,9 @@ struct RedisConf {
     // TLS (rediss://, or `tls`): the client context, made at configuration
     // load; nullptr for plain TCP.
     ngx_ssl_t* ssl;
-    ngx_str_t server_name;  // NUL-terminated: SNI and the name verified
+    // NUL-terminated: SNI and the name verified. Empty under sentinel:// and
+    // cluster:// unless given: each node's own host is used then.
+    ngx_str_t server_name;
     ngx_flag_t tls_verify;  // the chain and server_name (tls_verify=off: neither)
 };
 

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <new>
 #include <string>
 
@@ -12,10 +13,13 @@ namespace session::ngx {
 namespace {
 
 constexpr std::size_t kWorkerSlots = 256;
+// host:port of a primary: an IPv6 address with a port fits.
+constexpr std::size_t kAddressSize = 64;
 
 struct WorkerSlot {
-    ngx_atomic_t pid;        // 0: free
-    ngx_atomic_t connected;  // Redis connection up
+    ngx_atomic_t pid;            // 0: free
+    ngx_atomic_t connected;      // Redis connection up
+    char primary[kAddressSize];  // sentinel://: the primary last verified; under primary_lock
 };
 
 // Plain data only: it lives in shared memory, mapped at a different address
@@ -31,6 +35,12 @@ struct MetricsShared {
     ngx_atomic_t tls_handshake_failures;
     ngx_atomic_t latency_buckets[core::kLatencyBucketCount];
     ngx_atomic_t latency_sum_us;
+    ngx_atomic_t failovers;
+    ngx_atomic_t moved;
+    ngx_atomic_t ask;
+    // Guards the primaries' text (a spinlock: held for a copy of 64 bytes).
+    ngx_atomic_t primary_lock;
+    char primary[kAddressSize];  // the last primary any worker verified
     WorkerSlot workers[kWorkerSlots];
 };
 
@@ -68,6 +78,38 @@ bool process_alive(ngx_atomic_uint_t pid) noexcept {
     return pid != 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || ngx_errno != NGX_ESRCH);
 }
 
+void lock_primaries() noexcept {
+    ngx_spinlock(&g_metrics->primary_lock, static_cast<ngx_atomic_int_t>(ngx_pid), 1024);
+}
+
+void unlock_primaries() noexcept {
+    ngx_atomic_cmp_set(&g_metrics->primary_lock, static_cast<ngx_atomic_uint_t>(ngx_pid), 0);
+}
+
+// One more worker on this slot's primary, if it has one.
+void add_primary(core::MetricsSnapshot& s, const WorkerSlot& slot) noexcept {
+    char primary[kAddressSize];
+    lock_primaries();
+    ngx_memcpy(primary, slot.primary, kAddressSize);
+    unlock_primaries();
+    primary[kAddressSize - 1] = '\0';
+    std::string_view address(primary);
+    if (address.empty()) {
+        return;
+    }
+    try {
+        for (auto& entry : s.primaries) {
+            if (entry.first == address) {
+                ++entry.second;
+                return;
+            }
+        }
+        s.primaries.emplace_back(std::string(address), 1);
+    } catch (...) {
+        // Out of memory: this worker's primary is left out of the scrape.
+    }
+}
+
 core::MetricsSnapshot snapshot() noexcept {
     core::MetricsSnapshot s;
     if (g_metrics == nullptr) {
@@ -87,6 +129,9 @@ core::MetricsSnapshot snapshot() noexcept {
         s.latency_buckets[i] = g_metrics->latency_buckets[i];
     }
     s.latency_sum_us = g_metrics->latency_sum_us;
+    s.redis_failovers = g_metrics->failovers;
+    s.redis_moved = g_metrics->moved;
+    s.redis_ask = g_metrics->ask;
     // A worker that died without exit_process leaves its row behind; count
     // only rows whose process still runs.
     for (auto& slot : g_metrics->workers) {
@@ -96,6 +141,7 @@ core::MetricsSnapshot snapshot() noexcept {
             if (slot.connected) {
                 ++s.redis_connected_workers;
             }
+            add_primary(s, slot);
         }
     }
     return s;
@@ -157,6 +203,33 @@ void observe_lookup_latency(std::uint64_t microseconds) noexcept {
     add(g_metrics->latency_sum_us, static_cast<ngx_atomic_int_t>(microseconds));
 }
 
+void count_moved() noexcept {
+    if (g_metrics != nullptr) add(g_metrics->moved);
+}
+
+void count_ask() noexcept {
+    if (g_metrics != nullptr) add(g_metrics->ask);
+}
+
+void note_primary(std::string_view address) noexcept {
+    if (g_metrics == nullptr) {
+        return;
+    }
+    char text[kAddressSize] = {};
+    ngx_memcpy(text, address.data(), std::min(address.size(), kAddressSize - 1));
+    lock_primaries();
+    if (g_my_slot != nullptr) {
+        ngx_memcpy(g_my_slot->primary, text, kAddressSize);
+    }
+    const bool changed =
+        g_metrics->primary[0] != '\0' && ngx_strncmp(g_metrics->primary, text, kAddressSize) != 0;
+    ngx_memcpy(g_metrics->primary, text, kAddressSize);
+    unlock_primaries();
+    if (changed) {
+        add(g_metrics->failovers);
+    }
+}
+
 void register_worker() noexcept {
     if (g_metrics == nullptr) {
         return;
@@ -166,6 +239,9 @@ void register_worker() noexcept {
         ngx_atomic_uint_t pid = slot.pid;
         if ((pid == 0 || !process_alive(pid)) && ngx_atomic_cmp_set(&slot.pid, pid, self)) {
             slot.connected = 0;
+            lock_primaries();
+            slot.primary[0] = '\0';
+            unlock_primaries();
             g_my_slot = &slot;
             return;
         }

@@ -5,6 +5,7 @@
 #include "nginx/ngx.hpp"
 
 #include <cstdint>
+#include <string_view>
 
 #include "core/record.hpp"
 
@@ -25,6 +26,13 @@ void count_redis_reconnect() noexcept;
 void count_tls_handshake_failure() noexcept;
 void count_touch() noexcept;
 void observe_lookup_latency(std::uint64_t microseconds) noexcept;
+void count_moved() noexcept;
+void count_ask() noexcept;
+
+// sentinel://: this worker verified (ROLE master) its primary at `address`
+// (host:port). A primary other than the last one any worker verified is
+// one failover, counted once however many workers follow it.
+void note_primary(std::string_view address) noexcept;
 
 // This worker's row in the per-worker table (claimed in init_process,
 // released in exit_process): whether its Redis connection is up.

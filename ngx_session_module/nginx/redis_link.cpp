@@ -1,181 +1,7 @@
-#include "nginx/redis_link.hpp"
-
-#include <hiredis/hiredis.h>
-#include <time.h>
-
-#include <algorithm>
-#include <cstring>
-#include <deque>
-#include <new>
-#include <string>
-
-#include "core/backoff.hpp"
-#include "core/flat_record.hpp"
-#include "core/redis_scripts.hpp"
-#include "core/revocation.hpp"
-#include "nginx/metrics_zone.hpp"
-#include "nginx/redis_conn.hpp"
+#include "nginx/redis_link_impl.hpp"
 
 namespace session::ngx {
-
-struct Lookup {
-    void* owner = nullptr;  // nullptr once detached
-    LookupDone done = nullptr;
-    OverlayDone overlay_done = nullptr;  // set for an overlay read instead of `done`
-    int replies_pending = 0;             // overlay: replies still to come
-    std::string session_part;            // overlay: the session half, flat
-    ngx_event_t timer{};
-    timespec sent{};        // the check's first send (a second read inherits it)
-    bool finished = false;  // `done` already ran (timeout or failure)
-    bool followed = false;  // a second read goes on with the check (redis_lookup_user)
-};
-
-namespace {
-
-constexpr ngx_msec_t kMaxResolveMs = 5000;
-
-enum class LinkState { disconnected, connecting, connected };
-
-// What a connection is for: lookups and touches, or listening on the
-// revocation channel (a subscribed connection can send nothing else).
-enum class LinkRole { lookups, revocations };
-
-struct Touch;
-
-class Link {
-  public:
-    Link(ngx_cycle_t* cycle, const MainConf* conf, LinkRole role, RevocationHandler on_revocation,
-         ResubscribeHandler on_resubscribe)
-        : conf_(&conf->redis),
-          log_(cycle->log),
-          role_(role),
-          on_revocation_(on_revocation),
-          on_resubscribe_(on_resubscribe),
-          touch_sha_(core::script_sha1(core::kTouchScript)),
-          conn_(cycle->log, this, on_ready, on_lost) {
-        init_timer(&reconnect_timer_, on_reconnect_timer);
-        init_timer(&connect_timer_, on_connect_timer);
-        init_timer(&dead_timer_, on_dead_timer);
-        ngx_memcpy(&address_, conf_->addr.sockaddr, conf_->addr.socklen);
-        socklen_ = conf_->addr.socklen;
-        find_resolver(cycle);
-    }
-
-    void start() noexcept { connect(); }
-
-    void stop() noexcept {
-        stopping_ = true;
-        if (reconnect_timer_.timer_set) {
-            ngx_del_timer(&reconnect_timer_);
-        }
-        if (connect_timer_.timer_set) {
-            ngx_del_timer(&connect_timer_);
-        }
-        if (resolving_ != nullptr) {
-            ngx_resolve_name_done(resolving_);
-            resolving_ = nullptr;
-        }
-        drop("worker exiting");
-    }
-
-    template <std::size_t N>
-    Lookup* lookup(std::string_view key, const std::array<std::string_view, N>& fields, void* owner,
-                   LookupDone done) noexcept;
-    Lookup* overlay(std::string_view session_key, std::string_view user_key, void* owner,
-                    OverlayDone done) noexcept;
-    void touch(std::string_view session_key, std::int64_t now_ms,
-               std::int64_t interval_ms) noexcept;
-
-  private:
-    void init_timer(ngx_event_t* ev, ngx_event_handler_pt handler) noexcept {
-        ev->handler = handler;
-        ev->data = this;
-        ev->log = log_;
-        ev->cancelable = 1;  // graceful shutdown does not wait for these
-    }
-
-    void connect() noexcept;
-    void find_resolver(ngx_cycle_t* cycle) noexcept;
-    void resolve_then_connect() noexcept;
-    static void on_resolved(ngx_resolver_ctx_t* ctx) noexcept;
-    void send_handshake() noexcept;
-    void drop(const char* reason) noexcept;
-    void schedule_reconnect() noexcept;
-    template <std::size_t N>
-    bool send_hmget(RedisReplyFn fn, std::string_view key,
-                    const std::array<std::string_view, N>& fields, void* privdata) noexcept;
-    void log_failure(const char* what, const char* detail) noexcept;
-    bool command(RedisReplyFn fn, void* privdata, int argc, const char** argv,
-                 const std::size_t* argvlen) noexcept;
-    void note_answered(const redisReply* reply) noexcept;
-    void forget_unanswered() noexcept;
-
-    static void on_reconnect_timer(ngx_event_t* ev) noexcept;
-    static void on_connect_timer(ngx_event_t* ev) noexcept;
-    static void on_dead_timer(ngx_event_t* ev) noexcept;
-    static void on_lookup_timeout(ngx_event_t* ev) noexcept;
-    static void on_policy_reply(void* link, redisReply* reply, void* privdata) noexcept;
-    static void on_ready(void* link) noexcept;
-    static void on_lost(void* link, const char* reason, bool tls) noexcept;
-    static void on_handshake_reply(void* link, redisReply* reply, void* step) noexcept;
-    static void on_lookup_reply(void* link, redisReply* reply, void* privdata) noexcept;
-    static void on_overlay_reply(void* link, redisReply* reply, void* privdata) noexcept;
-    Lookup* new_lookup(void* owner) noexcept;
-    static void on_touch_reply(void* link, redisReply* reply, void* privdata) noexcept;
-    bool send_touch(Touch* touch, bool with_eval) noexcept;
-    static void on_channel_message(void* link, redisReply* reply, void* privdata) noexcept;
-    void mark_healthy() noexcept;
-    // The metrics' connection state follows the lookup connection only.
-    void report_connected(bool connected) noexcept {
-        if (role_ == LinkRole::lookups) set_worker_connected(connected);
-    }
-
-    const RedisConf* conf_;
-    ngx_log_t* log_;
-    LinkRole role_;
-    RevocationHandler on_revocation_;
-    ResubscribeHandler on_resubscribe_;
-    std::string touch_sha_;
-    RedisConn conn_;
-    // Where conn_ goes: the configuration's address, or what the resolver
-    // last said the name is (with the configured port).
-    ngx_sockaddr_t address_{};
-    socklen_t socklen_ = 0;
-    ngx_resolver_t* resolver_ = nullptr;  // http{}'s, when it has servers and the host is a name
-    ngx_msec_t resolver_timeout_ = 0;
-    ngx_resolver_ctx_t* resolving_ = nullptr;
-    bool resolve_failure_logged_ = false;
-    LinkState state_ = LinkState::disconnected;
-    ngx_event_t reconnect_timer_{};
-    ngx_event_t connect_timer_{};
-    core::ReconnectBackoff backoff_;  // immediate first, then 100 ms doubling to 2 s
-    // Lookup connection: when each command still unanswered was sent, oldest
-    // first (Redis answers in order), and how many there are. The times may
-    // lack a few entries (out of memory): the oldest then reads younger than
-    // it is, which only delays dead_after=.
-    std::deque<ngx_msec_t> sent_at_;
-    std::size_t unanswered_ = 0;
-    ngx_event_t dead_timer_{};
-    bool stopping_ = false;
-    bool failure_logged_ = false;   // one log line per outage, not per retry
-    bool subscribed_once_ = false;  // revocations: a later SUBSCRIBE is a resubscription
-    bool eviction_warned_ = false;  // once per worker, not per reconnect
-};
-
-Link* g_link = nullptr;        // lookups
-Link* g_subscriber = nullptr;  // revocation channel
-
-std::int64_t elapsed_us(const timespec& since) noexcept {
-    timespec now{};
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    std::int64_t us = (now.tv_sec - since.tv_sec) * 1000000 + (now.tv_nsec - since.tv_nsec) / 1000;
-    return std::max<std::int64_t>(us, 0);
-}
-
-bool is_noscript(const redisReply* reply) noexcept {
-    return reply != nullptr && reply->type == REDIS_REPLY_ERROR && reply->str != nullptr &&
-           std::strncmp(reply->str, "NOSCRIPT", 8) == 0;
-}
+namespace link_detail {
 
 // --- connection lifecycle -----------------------------------------------------
 
@@ -186,10 +12,15 @@ void Link::connect() noexcept {
     RedisPeer peer{};
     peer.sockaddr = &address_.sockaddr;
     peer.socklen = socklen_;
-    peer.name = const_cast<ngx_str_t*>(&conf_->address_text);
+    peer.name = sentinel_ ? &primary_name_ : const_cast<ngx_str_t*>(&conf_->address_text);
     peer.ssl = conf_->ssl;
     peer.server_name = conf_->server_name;
+    if (sentinel_ && conf_->server_name.len == 0) {
+        peer.server_name = {ngx_strlen(primary_.host), reinterpret_cast<u_char*>(primary_.host)};
+    }
     peer.verify = conf_->tls_verify != 0;
+    // One connection per answer: a failed one asks the sentinels again.
+    primary_known_ = false;
     if (!conn_.open(peer)) {
         log_failure(conn_.reason(), "");
         schedule_reconnect();
@@ -221,6 +52,15 @@ void Link::find_resolver(ngx_cycle_t* cycle) noexcept {
 
 void Link::resolve_then_connect() noexcept {
     if (stopping_ || conn_.is_open() || resolving_ != nullptr) {
+        return;
+    }
+    if (sentinel_) {
+        if (primary_known_) {
+            connect();
+        } else if (!asking_) {
+            asking_ = sentinel_find_primary(this, on_primary_found);
+            if (!asking_) schedule_reconnect();
+        }
         return;
     }
     if (resolver_ == nullptr) {
@@ -263,6 +103,79 @@ void Link::on_resolved(ngx_resolver_ctx_t* ctx) noexcept {
     self->connect();
 }
 
+void Link::use_primary(const SentinelPrimary& primary) noexcept {
+    primary_ = primary;
+    primary_name_ = {ngx_strlen(primary_.text), reinterpret_cast<u_char*>(primary_.text)};
+    ngx_memcpy(&address_, &primary.sockaddr, primary.socklen);
+    socklen_ = primary.socklen;
+    primary_known_ = true;
+}
+
+void Link::on_primary_found(void* link, const SentinelPrimary* primary) noexcept {
+    auto* self = static_cast<Link*>(link);
+    self->asking_ = false;
+    if (primary == nullptr) {
+        self->schedule_reconnect();  // the sentinels logged why
+        return;
+    }
+    self->use_primary(*primary);
+    self->connect();
+}
+
+// The sentinels announced a primary: leave the old one now rather than
+// wait for its connection to fail (a demoted primary stays up and answers
+// reads with stale data). Nothing to do when it is the one we are on.
+void Link::on_switch(void* link, const SentinelPrimary& primary) noexcept {
+    auto* self = static_cast<Link*>(link);
+    if (self->conn_.is_open() && self->socklen_ == primary.socklen &&
+        ngx_memcmp(&self->address_, &primary.sockaddr, primary.socklen) == 0) {
+        return;
+    }
+    if (self->asking_) {
+        sentinel_cancel(self);
+        self->asking_ = false;
+    }
+    if (self->reconnect_timer_.timer_set) {
+        ngx_del_timer(&self->reconnect_timer_);
+    }
+    self->backoff_.reset();
+    const bool was_open = self->conn_.is_open();
+    self->drop(nullptr);
+    if (was_open) {
+        ngx_log_error(NGX_LOG_NOTICE, self->log_, 0,
+                      "session_redis %V: leaving %V for the new primary %s%s",
+                      &self->conf_->address_text, &self->primary_name_, primary.text,
+                      self->role_ == LinkRole::revocations ? " (revocation channel)" : "");
+    }
+    self->use_primary(primary);
+}
+
+// ROLE on the node itself: only it proves that the address the sentinels
+// gave is (still) the primary.
+void Link::on_role_reply(void* link, redisReply* reply, void*) noexcept {
+    auto* self = static_cast<Link*>(link);
+    if (self == nullptr || reply == nullptr) {
+        return;
+    }
+    self->note_answered(reply);
+    std::string error;
+    auto role = common::parse_role(*reply, error);
+    if (role && role->role == common::RedisRole::master) {
+        if (self->role_ == LinkRole::lookups) {
+            note_primary(self->primary_.text);
+        }
+        return;
+    }
+    if (!self->failure_logged_) {
+        ngx_log_error(NGX_LOG_WARN, self->log_, 0,
+                      "session_redis %V: %V is not the primary (%s): asking the sentinels again",
+                      &self->conf_->address_text, &self->primary_name_,
+                      role ? "ROLE is not master" : error.c_str());
+    }
+    self->failure_logged_ = true;
+    self->drop(nullptr);
+}
+
 // Pipelined ahead of any lookup, so every lookup on this connection runs
 // after authentication, database selection and script loading.
 void Link::send_handshake() noexcept {
@@ -287,6 +200,13 @@ void Link::send_handshake() noexcept {
         const char* argv[] = {"SELECT", reinterpret_cast<const char*>(db)};
         std::size_t argvlen[] = {6, len};
         command(on_handshake_reply, const_cast<char*>(kSelect), 2, argv, argvlen);
+    }
+    if (sentinel_) {
+        const char* argv[] = {"ROLE"};
+        std::size_t argvlen[] = {4};
+        // The revocation channel too: SUBSCRIBE on a demoted primary
+        // would hear nothing once writers follow the new one.
+        command(on_role_reply, nullptr, 1, argv, argvlen);
     }
     if (role_ == LinkRole::revocations) {
         // Two parts, no allocation: the command is encoded at once.
@@ -564,264 +484,19 @@ void Link::on_channel_message(void* link, redisReply* reply, void*) noexcept {
     }
 }
 
-// --- lookups --------------------------------------------------------------------
+}  // namespace link_detail
 
-Lookup* Link::new_lookup(void* owner) noexcept {
-    if (!conn_.is_open()) {
-        return nullptr;
-    }
-    auto* lookup = new (std::nothrow) Lookup();
-    if (lookup == nullptr) {
-        return nullptr;
-    }
-    lookup->owner = owner;
-    lookup->timer.handler = on_lookup_timeout;
-    lookup->timer.data = lookup;
-    lookup->timer.log = log_;
-    // Not cancelable: a request waits on this timer, so graceful shutdown
-    // must wait for it too.
-    clock_gettime(CLOCK_MONOTONIC, &lookup->sent);
-    return lookup;
-}
-
-// One HMGET of one key: a plain read, no script, so nothing to load on a new
-// connection and nothing to run again after SCRIPT FLUSH.
-template <std::size_t N>
-Lookup* Link::lookup(std::string_view key, const std::array<std::string_view, N>& fields,
-                     void* owner, LookupDone done) noexcept {
-    Lookup* lookup = new_lookup(owner);
-    if (lookup == nullptr) {
-        return nullptr;
-    }
-    lookup->done = done;
-    if (!send_hmget(on_lookup_reply, key, fields, lookup)) {
-        delete lookup;
-        return nullptr;
-    }
-    ngx_add_timer(&lookup->timer, conf_->timeout);
-    return lookup;
-}
-
-// The owner gets its answer now (fail mode, or a stale entry); the lookup
-// stays with the connection, whose callback discards the late reply and frees it.
-// One late reply says nothing about the connection: dead_after= judges that,
-// and closing here would fail every lookup pipelined behind this one.
-void Link::on_lookup_timeout(ngx_event_t* ev) noexcept {
-    auto* lookup = static_cast<Lookup*>(ev->data);
-    count_redis_timeout();
-    if (!lookup->finished) {
-        lookup->finished = true;
-        if (lookup->owner != nullptr) {
-            if (lookup->overlay_done != nullptr) {
-                lookup->overlay_done(lookup->owner, nullptr, LookupFailure::timeout);
-            } else {
-                lookup->done(lookup->owner, nullptr, LookupFailure::timeout);
-            }
-            lookup->owner = nullptr;
-        }
-    }
-}
-
-void Link::on_lookup_reply(void* link, redisReply* reply, void* privdata) noexcept {
-    auto* lookup = static_cast<Lookup*>(privdata);
-    if (auto* self = static_cast<Link*>(link); self != nullptr) {
-        self->note_answered(reply);
-    }
-    if (lookup->timer.timer_set) {
-        ngx_del_timer(&lookup->timer);
-    }
-    if (!lookup->finished && lookup->owner != nullptr) {
-        lookup->finished = true;
-        if (reply == nullptr) {
-            count_redis_error();
-            lookup->done(lookup->owner, nullptr, LookupFailure::connection);
-        } else {
-            const auto latency = static_cast<std::uint64_t>(elapsed_us(lookup->sent));
-            if (reply->type == REDIS_REPLY_ERROR) count_redis_error();
-            lookup->done(lookup->owner, reply, LookupFailure::none);
-            // A check that went on with a second read is observed once, when
-            // that one is answered.
-            if (!lookup->followed) observe_lookup_latency(latency);
-        }
-    }
-    delete lookup;
-}
-
-template <std::size_t N>
-bool Link::send_hmget(RedisReplyFn fn, std::string_view key,
-                      const std::array<std::string_view, N>& fields, void* privdata) noexcept {
-    const char* argv[N + 2];
-    std::size_t argvlen[N + 2];
-    argv[0] = "HMGET";
-    argvlen[0] = 5;
-    argv[1] = key.data();
-    argvlen[1] = key.size();
-    for (std::size_t i = 0; i < N; ++i) {
-        argv[i + 2] = fields[i].data();
-        argvlen[i + 2] = fields[i].size();
-    }
-    return command(fn, privdata, static_cast<int>(N + 2), argv, argvlen);
-}
-
-Lookup* Link::overlay(std::string_view session_key, std::string_view user_key, void* owner,
-                      OverlayDone done) noexcept {
-    Lookup* lookup = new_lookup(owner);
-    if (lookup == nullptr) {
-        return nullptr;
-    }
-    lookup->overlay_done = done;
-    if (!send_hmget(on_overlay_reply, session_key, core::kSessionFieldNames, lookup)) {
-        delete lookup;
-        return nullptr;
-    }
-    lookup->replies_pending = 1;
-    if (!send_hmget(on_overlay_reply, user_key, core::kUserFieldNames, lookup)) {
-        // The first reply's callback frees it; the caller fails fast.
-        lookup->finished = true;
-        lookup->owner = nullptr;
-        return nullptr;
-    }
-    lookup->replies_pending = 2;
-    ngx_add_timer(&lookup->timer, conf_->timeout);
-    return lookup;
-}
-
-// The session's HMGET, then the user's, in order on one connection. The
-// first half is kept flat in the lookup (each reply is freed after its
-// callback); the second completes the record.
-void Link::on_overlay_reply(void* link, redisReply* reply, void* privdata) noexcept {
-    auto* lookup = static_cast<Lookup*>(privdata);
-    if (auto* self = static_cast<Link*>(link); self != nullptr) {
-        self->note_answered(reply);
-    }
-    const bool session_half = lookup->replies_pending == 2;
-    --lookup->replies_pending;
-
-    auto finish = [lookup](const core::LookupRecord* record, LookupFailure failure) {
-        lookup->finished = true;
-        if (lookup->timer.timer_set) {
-            ngx_del_timer(&lookup->timer);
-        }
-        if (lookup->owner != nullptr) {
-            void* owner = lookup->owner;
-            lookup->owner = nullptr;
-            lookup->overlay_done(owner, record, failure);
-        }
-    };
-
-    if (!lookup->finished) {
-        core::LookupRecord record;
-        if (reply == nullptr) {
-            count_redis_error();
-            finish(nullptr, LookupFailure::connection);
-        } else if (reply->type == REDIS_REPLY_ERROR) {
-            count_redis_error();
-            if (g_link != nullptr) {
-                ngx_log_error(NGX_LOG_ERR, g_link->log_, 0,
-                              "session_redis: overlay read failed: %*s",
-                              static_cast<size_t>(reply->len), reply->str);
-            }
-            finish(nullptr, LookupFailure::none);
-        } else if (session_half) {
-            if (core::decode_session_hmget(reply, record) != core::DecodeStatus::ok) {
-                count_redis_error();
-                finish(nullptr, LookupFailure::none);
-            } else {
-                try {
-                    lookup->session_part.resize(core::flat_size(record));
-                    core::flat_encode(
-                        record, reinterpret_cast<unsigned char*>(lookup->session_part.data()));
-                } catch (...) {
-                    finish(nullptr, LookupFailure::connection);
-                }
-            }
-        } else {
-            const auto* flat = reinterpret_cast<const unsigned char*>(lookup->session_part.data());
-            if (!core::flat_decode(flat, lookup->session_part.size(), record) ||
-                core::decode_user_hmget(reply, record) != core::DecodeStatus::ok) {
-                count_redis_error();
-                finish(nullptr, LookupFailure::none);
-            } else {
-                observe_lookup_latency(static_cast<std::uint64_t>(elapsed_us(lookup->sent)));
-                finish(&record, LookupFailure::none);
-            }
-        }
-    }
-    if (lookup->replies_pending == 0) {
-        if (lookup->timer.timer_set) {
-            ngx_del_timer(&lookup->timer);
-        }
-        delete lookup;
-    }
-}
-
-// A touch in flight: kept until its reply, to run it again with EVAL when
-// the script cache was flushed.
-struct Touch {
-    std::string key;
-    std::string now;
-    std::string interval;
-    bool retried_with_eval = false;
-};
-
-bool Link::send_touch(Touch* touch, bool with_eval) noexcept {
-    std::string_view script_or_sha = with_eval ? core::kTouchScript : std::string_view(touch_sha_);
-    const char* argv[] = {with_eval ? "EVAL" : "EVALSHA",
-                          script_or_sha.data(),
-                          "1",
-                          touch->key.data(),
-                          touch->now.data(),
-                          touch->interval.data()};
-    std::size_t argvlen[] = {with_eval ? 4u : 7u, script_or_sha.size(), 1,
-                             touch->key.size(),   touch->now.size(),    touch->interval.size()};
-    return command(on_touch_reply, touch, 6, argv, argvlen);
-}
-
-void Link::touch(std::string_view session_key, std::int64_t now_ms,
-                 std::int64_t interval_ms) noexcept {
-    if (!conn_.is_open() || state_ != LinkState::connected) {
-        return;  // best effort: the next lookup of the session touches again
-    }
-    Touch* touch = nullptr;
-    try {
-        touch = new Touch{std::string(session_key), std::to_string(now_ms),
-                          std::to_string(interval_ms)};
-    } catch (...) {
-        return;  // out of memory: skip this touch
-    }
-    if (send_touch(touch, false)) {
-        count_touch();
-    } else {
-        delete touch;
-    }
-}
-
-void Link::on_touch_reply(void* link, redisReply* reply, void* privdata) noexcept {
-    auto* touch = static_cast<Touch*>(privdata);
-    auto* self = static_cast<Link*>(link);
-    if (self != nullptr) {
-        self->note_answered(reply);
-    }
-    if (is_noscript(reply) && !touch->retried_with_eval && self != nullptr &&
-        self->conn_.is_open()) {
-        touch->retried_with_eval = true;
-        if (self->send_touch(touch, true)) {
-            return;
-        }
-    }
-    if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) {
-        count_redis_error();
-    }
-    delete touch;
-}
-
-}  // namespace
+using link_detail::g_link;
+using link_detail::g_subscriber;
+using link_detail::Link;
+using link_detail::LinkRole;
 
 void redis_start(ngx_cycle_t* cycle, const MainConf* conf, RevocationHandler on_revocation,
                  ResubscribeHandler on_resubscribe) noexcept {
     if (g_link != nullptr || !conf->redis.configured) {
         return;
     }
+    sentinel_start(cycle, &conf->redis);
     try {
         g_link = new Link(cycle, conf, LinkRole::lookups, nullptr, nullptr);
         if (on_revocation != nullptr) {
@@ -844,44 +519,6 @@ void redis_stop() noexcept {
             *link = nullptr;
         }
     }
+    sentinel_stop();
 }
-
-Lookup* redis_lookup(std::string_view session_key, void* owner, LookupDone done) noexcept {
-    return g_link != nullptr
-               ? g_link->lookup(session_key, core::kSessionReadFieldNames, owner, done)
-               : nullptr;
-}
-
-Lookup* redis_lookup_user(std::string_view user_key, Lookup* first, void* owner,
-                          LookupDone done) noexcept {
-    if (g_link == nullptr) {
-        return nullptr;
-    }
-    Lookup* lookup = g_link->lookup(user_key, core::kUserFieldNames, owner, done);
-    if (lookup != nullptr && first != nullptr) {
-        // One latency per check, from its first send to its last reply.
-        lookup->sent = first->sent;
-        first->followed = true;
-    }
-    return lookup;
-}
-
-Lookup* redis_overlay(std::string_view session_key, std::string_view user_key, void* owner,
-                      OverlayDone done) noexcept {
-    return g_link != nullptr ? g_link->overlay(session_key, user_key, owner, done) : nullptr;
-}
-
-void redis_detach(Lookup* lookup) noexcept {
-    if (lookup != nullptr) {
-        lookup->owner = nullptr;
-    }
-}
-
-void redis_touch(std::string_view session_key, std::int64_t now_ms,
-                 std::int64_t interval_ms) noexcept {
-    if (g_link != nullptr) {
-        g_link->touch(session_key, now_ms, interval_ms);
-    }
-}
-
 }  // namespace session::ngx

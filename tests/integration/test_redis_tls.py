@@ -224,7 +224,6 @@ def test_acl_user_over_plain_tcp(nginx, redis_factory):
     ("session_redis rediss://127.0.0.1:6379 ca=;", ['"ca="']),
     ("session_redis unix:/tmp/r.sock tls;", ["unix socket"]),
     ("session_redis 127.0.0.1:6379 user=app;", ['"user="', "password"]),
-    ("session_redis sentinel://127.0.0.1:26379/mymaster;", ["sentinel:// is not supported yet"]),
     ("session_redis cluster://127.0.0.1:7000,127.0.0.1:7001;",
      ["cluster:// is not supported yet"]),
     ("session_redis redis://u:TopSecret1@127.0.0.1:99999;", ["invalid address"]),
@@ -232,7 +231,7 @@ def test_acl_user_over_plain_tcp(nginx, redis_factory):
     ("session_redis redis://:TopSecret1@127.0.0.1:6379 password=other;", ['"password="']),
 ], ids=["ca-without-tls", "server-name-without-tls", "cert-without-key", "key-without-cert",
         "ca-missing-file", "cert-missing-file", "tls-verify-bogus", "ca-empty", "tls-over-unix",
-        "user-without-password", "sentinel", "cluster", "url-secret-not-echoed", "db-twice",
+        "user-without-password", "cluster", "url-secret-not-echoed", "db-twice",
         "password-twice"])
 def test_bad_tls_and_address_options_fail_nginx_t(tmp_path, pki, redis, needles):
     redis = (redis.replace("@CA@", pki.ca_cert).replace("@CERT@", pki.client_cert)

@@ -147,8 +147,27 @@ TEST(FormatPrometheus, EveryLineIsCommentOrSample) {
         ASSERT_NE(space, std::string::npos) << line;
         EXPECT_NE(line.find_first_of("0123456789", space), std::string::npos) << line;
     }
-    // 8 outcomes + 9 single metrics + 12 buckets + sum + count
-    EXPECT_EQ(samples, 8 + 9 + 12 + 2);
+    // 8 outcomes + 12 single metrics + 12 buckets + sum + count (no
+    // primary_info lines without sentinel://)
+    EXPECT_EQ(samples, 8 + 12 + 12 + 2);
+}
+
+TEST(FormatPrometheus, TopologyMetrics) {
+    MetricsSnapshot snapshot;
+    EXPECT_EQ(format_prometheus(snapshot).find("nginx_session_redis_primary_info"),
+              std::string::npos);
+    snapshot.redis_failovers = 1;
+    snapshot.redis_moved = 7;
+    snapshot.redis_ask = 2;
+    snapshot.primaries = {{"127.0.0.1:6380", 3}, {"[::1]:6381", 1}};
+    const std::string text = format_prometheus(snapshot);
+    EXPECT_TRUE(contains_line(text, "nginx_session_redis_failovers_total 1"));
+    EXPECT_TRUE(contains_line(text, "nginx_session_redis_moved_total 7"));
+    EXPECT_TRUE(contains_line(text, "nginx_session_redis_ask_total 2"));
+    EXPECT_TRUE(contains_line(text, "# TYPE nginx_session_redis_primary_info gauge"));
+    EXPECT_TRUE(
+        contains_line(text, "nginx_session_redis_primary_info{address=\"127.0.0.1:6380\"} 3"));
+    EXPECT_TRUE(contains_line(text, "nginx_session_redis_primary_info{address=\"[::1]:6381\"} 1"));
 }
 
 }  // namespace
