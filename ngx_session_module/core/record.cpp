@@ -218,7 +218,7 @@ std::string_view outcome_name(Outcome outcome) noexcept {
 Verdict evaluate(const LookupRecord& record, std::int64_t now_ms, const Policy& policy) noexcept {
     Verdict verdict;
 
-    if (!find_control_byte_field(record).empty()) {
+    if (!policy.fields_checked && !find_control_byte_field(record).empty()) {
         verdict.outcome = Outcome::invalid;
         return verdict;
     }

@@ -119,6 +119,9 @@ struct Policy {
     const std::string_view* required_roles = nullptr;  // any one passes
     std::size_t required_role_count = 0;
     std::int64_t touch_interval_ms = 0;  // 0: session_touch off
+    // The record's fields are known to be free of control bytes (a cache
+    // entry: the cache stores no other), so evaluate() need not look again.
+    bool fields_checked = false;
 };
 
 struct Verdict {

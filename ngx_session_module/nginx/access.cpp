@@ -182,6 +182,12 @@ bool is_gated(const LocConf* lcf) noexcept {
 
 void touch_session(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lcf,
                    std::int64_t now) noexcept {
+    if (ctx->session_key.data == nullptr) {  // judged from the cache
+        ctx->session_key = redis_key(r, "sess:", to_view(ctx->token));
+        if (ctx->session_key.data == nullptr) {
+            return;  // the touch is an optimisation; the verdict stands
+        }
+    }
     redis_touch(to_view(ctx->session_key), now, static_cast<std::int64_t>(lcf->touch));
     if (lcf->cache_zone == nullptr) {
         return;
@@ -253,8 +259,9 @@ ngx_int_t conclude(ngx_http_request_t* r, RequestCtx* ctx, Outcome outcome) noex
 
 namespace {
 
-core::Policy policy_of(const LocConf* lcf) noexcept {
+core::Policy policy_of(const LocConf* lcf, bool fields_checked) noexcept {
     core::Policy policy;
+    policy.fields_checked = fields_checked;
     if (lcf->required_roles != nullptr) {
         policy.required_roles = static_cast<std::string_view*>(lcf->required_roles->elts);
         policy.required_role_count = lcf->required_roles->nelts;
@@ -264,9 +271,11 @@ core::Policy policy_of(const LocConf* lcf) noexcept {
 }
 
 // Judges a record held in `flat` (request pool). `from_stale`: an expired
-// cache entry honoured because Redis could not answer.
+// cache entry honoured because Redis could not answer. `fields_checked`:
+// its fields are known to hold no control byte (read from the cache, which
+// stores no other record: see judge_read).
 ngx_int_t judge(ngx_http_request_t* r, RequestCtx* ctx, const unsigned char* flat,
-                std::size_t flat_len, bool from_stale) noexcept {
+                std::size_t flat_len, bool from_stale, bool fields_checked) noexcept {
     if (ctx->jwt) {
         return jwt_judge(r, ctx, flat, flat_len, from_stale);
     }
@@ -279,7 +288,7 @@ ngx_int_t judge(ngx_http_request_t* r, RequestCtx* ctx, const unsigned char* fla
     ctx->has_record = true;
     const LocConf* lcf = loc_conf(r);
     std::int64_t now = now_ms();
-    core::Verdict verdict = core::evaluate(ctx->record, now, policy_of(lcf));
+    core::Verdict verdict = core::evaluate(ctx->record, now, policy_of(lcf, fields_checked));
     if (verdict.outcome == Outcome::ok && has_org_gates(lcf)) {
         // An opaque session has no active organization.
         verdict.outcome = Outcome::forbidden;
@@ -325,7 +334,7 @@ void log_if_control_bytes(ngx_http_request_t* r, const core::LookupRecord& recor
 
 ngx_int_t redis_unavailable(ngx_http_request_t* r, RequestCtx* ctx) noexcept {
     if (ctx->stale_flat != nullptr) {
-        return judge(r, ctx, ctx->stale_flat, ctx->stale_flat_len, true);
+        return judge(r, ctx, ctx->stale_flat, ctx->stale_flat_len, true, true);
     }
     return conclude(r, ctx, Outcome::error);
 }
@@ -384,7 +393,9 @@ namespace {
 
 // The whole record is read (the session with its user's fields): copy it
 // out of the reply, which is freed after this callback, cache it and judge
-// it. The cache holds the combined record however many reads it took.
+// it. The cache holds the combined record however many reads it took, and
+// only a record free of control bytes: a hit is then not scanned again
+// (such a record is refused every time, from Redis).
 ngx_int_t judge_read(ngx_http_request_t* r, RequestCtx* ctx,
                      const core::LookupRecord& record) noexcept {
     std::size_t len = core::flat_size(record);
@@ -393,11 +404,12 @@ ngx_int_t judge_read(ngx_http_request_t* r, RequestCtx* ctx,
         return conclude(r, ctx, Outcome::error);
     }
     core::flat_encode(record, flat);
-    if (const LocConf* lcf = loc_conf(r); lcf->cache_zone != nullptr) {
+    bool clean = core::find_control_byte_field(record).empty();
+    if (const LocConf* lcf = loc_conf(r); lcf->cache_zone != nullptr && clean) {
         cache_put(lcf->cache_zone, to_view(ctx->token), flat, len,
                   core::session_hash_absent(record), ctx->cache_generation);
     }
-    return judge(r, ctx, flat, len, false);
+    return judge(r, ctx, flat, len, false, clean);
 }
 
 ngx_int_t read_failed(ngx_http_request_t* r, RequestCtx* ctx, const redisReply* reply,
@@ -533,8 +545,7 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
         return conclude(r, ctx, Outcome::invalid);
     }
     ctx->token = copy_to_pool(r->pool, *token);
-    ctx->session_key = redis_key(r, "sess:", *token);
-    if (ctx->token.data == nullptr || ctx->session_key.data == nullptr) {
+    if (ctx->token.data == nullptr) {
         return fail_internal(r, ctx);
     }
 
@@ -543,7 +554,7 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
         CacheRead cached = cache_get(lcf->cache_zone, to_view(ctx->token), r->pool);
         count_cache(cached.state == CacheState::fresh);
         if (cached.state == CacheState::fresh) {
-            return judge(r, ctx, cached.flat, cached.flat_len, false);
+            return judge(r, ctx, cached.flat, cached.flat_len, false, true);
         }
         if (cached.state == CacheState::stale) {
             ctx->stale_flat = cached.flat;
@@ -551,6 +562,11 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
         }
     }
 
+    // Only now: a cache hit never needs the Redis key.
+    ctx->session_key = redis_key(r, "sess:", *token);
+    if (ctx->session_key.data == nullptr) {
+        return fail_internal(r, ctx);
+    }
     ctx->lookup = redis_lookup(to_view(ctx->session_key), ctx, on_lookup_done);
     return await_lookup(r, ctx);
 }
@@ -562,7 +578,7 @@ ngx_int_t rejudge(ngx_http_request_t* r, RequestCtx* ctx) noexcept {
         return jwt_judge(r, ctx, ctx->flat, ctx->flat_len, ctx->record_from_stale);
     }
     if (ctx->flat != nullptr) {
-        return judge(r, ctx, ctx->flat, ctx->flat_len, ctx->record_from_stale);
+        return judge(r, ctx, ctx->flat, ctx->flat_len, ctx->record_from_stale, false);
     }
     return conclude(r, ctx, ctx->outcome);
 }

@@ -28,7 +28,7 @@ struct RequestCtx {
     bool record_from_stale;     // `flat` is an expired cache entry
     ngx_int_t rc;               // what the access handler answers on re-entry
     ngx_str_t token;            // request pool copy
-    ngx_str_t session_key;      // <prefix>sess:<token>, request pool
+    ngx_str_t session_key;      // <prefix>sess:<token>, request pool; made when needed
     const unsigned char* flat;  // the record read, request pool
     std::size_t flat_len;
     core::LookupRecord record;        // views into `flat`

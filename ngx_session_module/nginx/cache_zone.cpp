@@ -18,6 +18,8 @@ namespace {
 
 using Digest = std::array<unsigned char, 32>;
 
+constexpr ngx_msec_t kLruMoveInterval = 1000;  // see copy_out()
+
 // What an entry's digest is a digest of: keeps the namespaces apart even if
 // two digests computed differently were ever equal.
 enum KeyKind : u_char { kOpaqueKey = 0, kOverlayKey = 1, kClaimsKey = 2 };
@@ -35,20 +37,23 @@ struct UserNode {
     u_char digest[32];       // keyed digest of the user id
 };
 
+// What a hit reads comes first (the tree key, kind and digest in the first
+// two cache lines, then the times and the record); the lists after.
 struct Entry {
     ngx_rbtree_node_t node;  // key: the digest's first bytes
-    ngx_queue_t lru;         // in CacheShared::lru or ::negative_lru
-    ngx_queue_t by_user;     // in user->entries when user != nullptr
-    UserNode* user;
-    ngx_msec_t fresh_until;  // ngx_current_msec (monotonic, shared by workers)
-    ngx_msec_t stale_until;
-    std::uint32_t flat_len;
-    std::uint32_t charge;  // bytes counted in negative_bytes; 0 if positive
-    u_char kind;           // KeyKind
+    u_char kind;             // KeyKind
     u_char negative;
+    std::uint32_t flat_len;
     // A keyed digest of the key, never the key itself: a token costs the
     // same whatever its length, and the zone holds no credential.
     u_char digest[32];
+    ngx_msec_t fresh_until;  // ngx_current_msec (monotonic, shared by workers)
+    ngx_msec_t stale_until;
+    ngx_msec_t used_at;   // last moved to the head of its LRU queue
+    ngx_queue_t lru;      // in CacheShared::lru or ::negative_lru
+    ngx_queue_t by_user;  // in user->entries when user != nullptr
+    UserNode* user;
+    std::uint32_t charge;  // bytes counted in negative_bytes; 0 if positive
     u_char flat[1];
 };
 
@@ -72,6 +77,13 @@ struct CacheShared {
     // Of the Redis the entries were read from (address, db, prefix): a
     // reload that points elsewhere must not serve them.
     u_char redis_fingerprint[32];
+    // A direct-mapped index in front of the tree, by the tree key: a hit
+    // touches one slot and the entry instead of a node per tree level (each
+    // a cache and TLB miss in a large zone). A slot may be empty or hold
+    // another entry: the tree remains the truth, and delete_locked() clears
+    // the slot of an entry it frees.
+    Entry** hint;
+    ngx_rbtree_key_t hint_mask;
 };
 
 // Per cycle, in the configuration pool; zone->data points here.
@@ -164,8 +176,17 @@ int user_less(const UserNode* a, const UserNode* b) noexcept {
     return ngx_memcmp(a->digest, b->digest, sizeof(a->digest)) < 0;
 }
 
+Entry** hint_slot(CacheZone* z, ngx_rbtree_key_t hash) noexcept {
+    return &z->sh->hint[hash & z->sh->hint_mask];
+}
+
 Entry* find_locked(CacheZone* z, const EntryKey& key) noexcept {
     ngx_rbtree_key_t hash = tree_key(key.digest.data());
+    Entry** slot = hint_slot(z, hash);
+    if (Entry* e = *slot;
+        e != nullptr && e->node.key == hash && compare(key.kind, key.digest.data(), e) == 0) {
+        return e;
+    }
     ngx_rbtree_node_t* node = z->sh->rbtree.root;
     ngx_rbtree_node_t* sentinel = z->sh->rbtree.sentinel;
     while (node != sentinel) {
@@ -176,6 +197,7 @@ Entry* find_locked(CacheZone* z, const EntryKey& key) noexcept {
         auto* e = reinterpret_cast<Entry*>(node);
         int cmp = compare(key.kind, key.digest.data(), e);
         if (cmp == 0) {
+            *slot = e;
             return e;
         }
         node = (cmp < 0) ? node->left : node->right;
@@ -203,6 +225,9 @@ UserNode* find_user_locked(CacheZone* z, const Digest& digest) noexcept {
 }
 
 void delete_locked(CacheZone* z, Entry* e) noexcept {
+    if (Entry** slot = hint_slot(z, e->node.key); *slot == e) {
+        *slot = nullptr;
+    }
     ngx_queue_remove(&e->lru);
     ngx_rbtree_delete(&z->sh->rbtree, &e->node);
     z->sh->negative_bytes -= e->charge;
@@ -328,6 +353,7 @@ void store_locked(CacheZone* z, const EntryKey& key, const Digest* user, const u
     }
     e->fresh_until = fresh_until;
     e->stale_until = stale_until;
+    e->used_at = ngx_current_msec;
     e->flat_len = static_cast<std::uint32_t>(flat_len);
     e->charge = negative ? static_cast<std::uint32_t>(slab_charge(size)) : 0;
     e->kind = key.kind;
@@ -336,6 +362,7 @@ void store_locked(CacheZone* z, const EntryKey& key, const Digest* user, const u
     ngx_memcpy(e->flat, flat, flat_len);
     e->node.key = tree_key(e->digest);
     ngx_rbtree_insert(&z->sh->rbtree, &e->node);
+    *hint_slot(z, e->node.key) = e;
     ngx_queue_insert_head(negative ? &z->sh->negative_lru : &z->sh->lru, &e->lru);
     z->sh->negative_bytes += e->charge;
 }
@@ -399,6 +426,17 @@ ngx_int_t init_shared(ngx_shm_zone_t* shm_zone, CacheZone* z) noexcept {
     ngx_queue_init(&z->sh->lru);
     ngx_queue_init(&z->sh->negative_lru);
     z->sh->negative_budget = shm_zone->shm.size / 8;
+    // A slot per 256 bytes of zone (about an entry's size, so that most
+    // entries have a slot of their own), a power of two: 1/32 of the zone.
+    std::size_t slots = 1;
+    while (slots * 2 <= shm_zone->shm.size / 256) {
+        slots *= 2;
+    }
+    z->sh->hint = static_cast<Entry**>(ngx_slab_calloc(z->shpool, slots * sizeof(Entry*)));
+    if (z->sh->hint == nullptr) {
+        return NGX_ERROR;
+    }
+    z->sh->hint_mask = slots - 1;
     if (RAND_bytes(z->sh->secret, sizeof(z->sh->secret)) != 1) {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                       "session_cache_zone \"%V\": RAND_bytes() failed", &z->name);
@@ -508,8 +546,15 @@ CacheRead copy_out(CacheZone* z, const EntryKey& key, unsigned char* buffer,
         out.flat = buffer;
         out.flat_len = e->flat_len;
         out.state = msec_reached(now, e->fresh_until) ? CacheState::stale : CacheState::fresh;
-        ngx_queue_remove(&e->lru);
-        ngx_queue_insert_head(e->negative ? &z->sh->negative_lru : &z->sh->lru, &e->lru);
+        // Moving an entry writes to both its neighbours in the queue (two
+        // more cache lines anywhere in the zone, which other workers then
+        // lose): an entry in use moves at most once a second, so the queue
+        // orders entries by their use to within a second.
+        if (msec_reached(now, e->used_at + kLruMoveInterval)) {
+            e->used_at = now;
+            ngx_queue_remove(&e->lru);
+            ngx_queue_insert_head(e->negative ? &z->sh->negative_lru : &z->sh->lru, &e->lru);
+        }
     }
     ngx_shmtx_unlock(&z->shpool->mutex);
     *room = needed;

@@ -52,6 +52,8 @@ ngx_atomic_uint_t cache_generation(ngx_shm_zone_t* zone) noexcept;
 // evict each other and never a positive one. A positive entry is indexed
 // under its user (the session's user_id, an overlay entry's subject).
 // Failure to allocate is not an error: the entry is simply not cached.
+// An opaque token's record is stored only when free of control bytes
+// (access.cpp checks before), so that a hit need not be scanned again.
 void cache_put(ngx_shm_zone_t* zone, std::string_view token, const unsigned char* flat,
                std::size_t flat_len, bool negative, ngx_atomic_uint_t generation) noexcept;
 

@@ -277,3 +277,20 @@ def test_revocation_while_a_lookup_is_in_flight_is_not_cached_over(nginx, fake_r
     # ... and that answer, with no revocation in between, is cached
     assert n.get("/app/", headers=cookie("sess_race"), timeout=10).status == 200
     assert lookups() == 2
+
+
+def test_record_with_a_control_byte_is_never_cached(nginx, rds, r):
+    # The cache holds only records free of control bytes, so that a hit is
+    # not scanned again: such a record is refused from Redis every time, and
+    # a writer's fix is seen at once rather than after the TTL.
+    seed_session_v2(r, "sess_cb", "user_cb", role="member", email="cb@example.com\r\nX-Evil: 1")
+    n = start(nginx, rds.address())
+    for _ in range(2):
+        assert n.get("/app/", headers=cookie("sess_cb")).status == 401
+    assert rds.calls("hmget") == 2
+    assert metric(metrics(n), "nginx_session_cache_hits_total") == 0
+    r.hset("sess:sess_cb", "email", "cb@example.com")
+    assert n.get("/app/", headers=cookie("sess_cb")).status == 200
+    # that clean record is cached
+    assert n.get("/app/", headers=cookie("sess_cb")).status == 200
+    assert rds.calls("hmget") == 3
