@@ -377,9 +377,6 @@ char* redis_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
             return invalid_parameter(cf, cmd, name);
         }
     }
-    if (redis.topology == RedisTopologyKind::cluster) {
-        return redis_error(cf, "\"session_redis\": cluster:// is not supported yet");
-    }
     if (redis.topology == RedisTopologyKind::cluster && redis.db >= 0) {
         // A cluster has database 0 only (SELECT is refused).
         return redis_error(cf, "\"db=\" in \"session_redis\" directive is refused with cluster://");

@@ -1,5 +1,7 @@
 #include "nginx/redis_link_impl.hpp"
 
+#include "nginx/redis_cluster.hpp"
+
 namespace session::ngx {
 namespace link_detail {
 
@@ -12,10 +14,11 @@ void Link::connect() noexcept {
     RedisPeer peer{};
     peer.sockaddr = &address_.sockaddr;
     peer.socklen = socklen_;
-    peer.name = sentinel_ ? &primary_name_ : const_cast<ngx_str_t*>(&conf_->address_text);
+    const bool named = sentinel_ || cluster_node_;  // an address Redis gave us
+    peer.name = named ? &primary_name_ : const_cast<ngx_str_t*>(&conf_->address_text);
     peer.ssl = conf_->ssl;
     peer.server_name = conf_->server_name;
-    if (sentinel_ && conf_->server_name.len == 0) {
+    if (named && conf_->server_name.len == 0) {
         peer.server_name = {ngx_strlen(primary_.host), reinterpret_cast<u_char*>(primary_.host)};
     }
     peer.verify = conf_->tls_verify != 0;
@@ -52,6 +55,16 @@ void Link::find_resolver(ngx_cycle_t* cycle) noexcept {
 
 void Link::resolve_then_connect() noexcept {
     if (stopping_ || conn_.is_open() || resolving_ != nullptr) {
+        return;
+    }
+    if (cluster_node_) {
+        // The revocation channel hears every node's PUBLISH: after a
+        // failure, any other node will do (the failed one may be gone).
+        SentinelPrimary next{};
+        if (role_ == LinkRole::revocations && cluster_next_channel_node(&next)) {
+            use_primary(next);
+        }
+        connect();
         return;
     }
     if (sentinel_) {
@@ -325,7 +338,7 @@ void Link::on_policy_reply(void* link, redisReply* reply, void*) noexcept {
     ngx_log_error(NGX_LOG_WARN, self->log_, 0,
                   "session_redis %V: maxmemory-policy is %*s: Redis may evict session tombstones "
                   "and user bans; use noeviction or volatile-*",
-                  &self->conf_->address_text, policy.size(), policy.data());
+                  self->log_name(), policy.size(), policy.data());
 }
 
 // Closes the connection now; every pending callback runs (with no reply)
@@ -341,7 +354,7 @@ void Link::drop(const char* reason) noexcept {
     if (conn_.is_open()) {
         if (!stopping_ && reason != nullptr) {
             ngx_log_error(NGX_LOG_WARN, log_, 0, "session_redis %V: closing connection: %s",
-                          &conf_->address_text, reason);
+                          log_name(), reason);
         }
         conn_.close();
     }
@@ -355,6 +368,11 @@ void Link::schedule_reconnect() noexcept {
     // A zero timer runs on the next turn of the event loop, never inside
     // the reply callback that may have brought us here.
     ngx_add_timer(&reconnect_timer_, static_cast<ngx_msec_t>(backoff_.next_delay_ms()));
+    if (cluster_node_ && role_ == LinkRole::lookups) {
+        // Lost, or could not connect: a failover may have moved its slots
+        // (asked again on each retry, at the backoff's pace, until it has).
+        cluster_node_lost(primary_);
+    }
 }
 
 void Link::log_failure(const char* what, const char* detail) noexcept {
@@ -363,7 +381,7 @@ void Link::log_failure(const char* what, const char* detail) noexcept {
     }
     failure_logged_ = true;
     ngx_log_error(NGX_LOG_ERR, log_, 0, "session_redis %V: %s%s%s (retrying in the background)",
-                  &conf_->address_text, what, detail[0] != '\0' ? " " : "", detail);
+                  log_name(), what, detail[0] != '\0' ? " " : "", detail);
 }
 
 void Link::on_reconnect_timer(ngx_event_t* ev) noexcept {
@@ -417,7 +435,7 @@ void Link::on_handshake_reply(void* link, redisReply* reply, void* step) noexcep
         if (!self->failure_logged_) {
             ngx_log_error(NGX_LOG_ERR, self->log_, 0,
                           "session_redis %V: %s failed: %s (retrying in the background)",
-                          &self->conf_->address_text, static_cast<const char*>(step), reply->str);
+                          self->log_name(), static_cast<const char*>(step), reply->str);
         }
         self->failure_logged_ = true;
         self->drop(nullptr);
@@ -431,8 +449,7 @@ void Link::on_handshake_reply(void* link, redisReply* reply, void* step) noexcep
 // The whole handshake went through: the link is healthy again.
 void Link::mark_healthy() noexcept {
     if (failure_logged_) {
-        ngx_log_error(NGX_LOG_NOTICE, log_, 0, "session_redis %V: connected%s",
-                      &conf_->address_text,
+        ngx_log_error(NGX_LOG_NOTICE, log_, 0, "session_redis %V: connected%s", log_name(),
                       role_ == LinkRole::revocations ? " (revocation channel)" : "");
     }
     failure_logged_ = false;
@@ -448,7 +465,7 @@ void Link::on_channel_message(void* link, redisReply* reply, void*) noexcept {
     }
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, self->log_, 0, "session_redis %V: SUBSCRIBE failed: %s",
-                      &self->conf_->address_text, reply->str);
+                      self->log_name(), reply->str);
         self->failure_logged_ = true;
         self->drop(nullptr);
         return;
@@ -463,7 +480,7 @@ void Link::on_channel_message(void* link, redisReply* reply, void*) noexcept {
             ngx_log_error(NGX_LOG_NOTICE, self->log_, 0,
                           "session_redis %V: revocation channel subscribed again: revocations "
                           "may have been missed, cached sessions are no longer fresh",
-                          &self->conf_->address_text);
+                          self->log_name());
             self->on_resubscribe_();
         }
         self->subscribed_once_ = true;
@@ -480,7 +497,7 @@ void Link::on_channel_message(void* link, redisReply* reply, void*) noexcept {
     } else {
         ngx_log_error(NGX_LOG_WARN, self->log_, 0,
                       "session_redis %V: ignored a malformed message on the revocation channel",
-                      &self->conf_->address_text);
+                      self->log_name());
     }
 }
 
@@ -494,6 +511,10 @@ using link_detail::LinkRole;
 void redis_start(ngx_cycle_t* cycle, const MainConf* conf, RevocationHandler on_revocation,
                  ResubscribeHandler on_resubscribe) noexcept {
     if (g_link != nullptr || !conf->redis.configured) {
+        return;
+    }
+    if (conf->redis.topology == RedisTopologyKind::cluster) {
+        cluster_start(cycle, conf, on_revocation, on_resubscribe);
         return;
     }
     sentinel_start(cycle, &conf->redis);
@@ -512,6 +533,7 @@ void redis_start(ngx_cycle_t* cycle, const MainConf* conf, RevocationHandler on_
 }
 
 void redis_stop() noexcept {
+    cluster_stop();
     for (Link** link : {&g_link, &g_subscriber}) {
         if (*link != nullptr) {
             (*link)->stop();

@@ -26,15 +26,26 @@
 namespace session::ngx {
 
 struct Lookup {
+    // cluster://: one HMGET of the lookup (two for an overlay), kept to be
+    // sent again on the node a MOVED or ASK names (redis_cluster.cpp).
+    struct Part {
+        Lookup* lookup = nullptr;
+        std::string key;
+        std::uint8_t fields = 0;  // which field list (redis_cluster.cpp's FieldSet)
+        bool redirected = false;  // followed once already
+    };
+
     void* owner = nullptr;  // nullptr once detached
     LookupDone done = nullptr;
     OverlayDone overlay_done = nullptr;  // set for an overlay read instead of `done`
     int replies_pending = 0;             // overlay: replies still to come
     std::string session_part;            // overlay: the session half, flat
     ngx_event_t timer{};
-    timespec sent{};        // the check's first send (a second read inherits it)
-    bool finished = false;  // `done` already ran (timeout or failure)
-    bool followed = false;  // a second read goes on with the check (redis_lookup_user)
+    timespec sent{};           // the check's first send (a second read inherits it)
+    bool finished = false;     // `done` already ran (timeout or failure)
+    bool followed = false;     // a second read goes on with the check (redis_lookup_user)
+    bool half_stored = false;  // cluster overlay: the first half to answer is in session_part
+    Part parts[2];             // cluster:// only
 };
 
 namespace link_detail {
@@ -48,11 +59,14 @@ enum class LinkState { disconnected, connecting, connected };
 enum class LinkRole { lookups, revocations };
 
 struct Touch;
+class Cluster;
 
 class Link {
   public:
+    // `node`: a cluster node's connection (redis_cluster.cpp), to that
+    // address rather than the configured one.
     Link(ngx_cycle_t* cycle, const MainConf* conf, LinkRole role, RevocationHandler on_revocation,
-         ResubscribeHandler on_resubscribe)
+         ResubscribeHandler on_resubscribe, const SentinelPrimary* node = nullptr)
         : conf_(&conf->redis),
           log_(cycle->log),
           role_(role),
@@ -63,7 +77,10 @@ class Link {
         init_timer(&reconnect_timer_, on_reconnect_timer);
         init_timer(&connect_timer_, on_connect_timer);
         init_timer(&dead_timer_, on_dead_timer);
-        if (sentinel_) {
+        if (node != nullptr) {
+            cluster_node_ = true;
+            use_primary(*node);
+        } else if (sentinel_) {
             primary_name_ = ngx_string("?");
         } else {
             ngx_memcpy(&address_, conf_->addr.sockaddr, conf_->addr.socklen);
@@ -109,6 +126,8 @@ class Link {
                std::int64_t interval_ms) noexcept;
 
   private:
+    friend class Cluster;
+
     void init_timer(ngx_event_t* ev, ngx_event_handler_pt handler) noexcept {
         ev->handler = handler;
         ev->data = this;
@@ -127,9 +146,22 @@ class Link {
     void send_handshake() noexcept;
     void drop(const char* reason) noexcept;
     void schedule_reconnect() noexcept;
+    // One HMGET of `key`'s `fields`.
     template <std::size_t N>
     bool send_hmget(RedisReplyFn fn, std::string_view key,
-                    const std::array<std::string_view, N>& fields, void* privdata) noexcept;
+                    const std::array<std::string_view, N>& fields, void* privdata) noexcept {
+        const char* argv[N + 2];
+        std::size_t argvlen[N + 2];
+        argv[0] = "HMGET";
+        argvlen[0] = 5;
+        argv[1] = key.data();
+        argvlen[1] = key.size();
+        for (std::size_t i = 0; i < N; ++i) {
+            argv[i + 2] = fields[i].data();
+            argvlen[i + 2] = fields[i].size();
+        }
+        return command(fn, privdata, static_cast<int>(N + 2), argv, argvlen);
+    }
     void log_failure(const char* what, const char* detail) noexcept;
     bool command(RedisReplyFn fn, void* privdata, int argc, const char** argv,
                  const std::size_t* argvlen) noexcept;
@@ -151,6 +183,11 @@ class Link {
     bool send_touch(Touch* touch, bool with_eval) noexcept;
     static void on_channel_message(void* link, redisReply* reply, void* privdata) noexcept;
     void mark_healthy() noexcept;
+    // Who the log lines are about: the configured address, or for a
+    // cluster node, that node.
+    const ngx_str_t* log_name() const noexcept {
+        return cluster_node_ ? &primary_name_ : &conf_->address_text;
+    }
     // The metrics' connection state follows the lookup connection only.
     void report_connected(bool connected) noexcept {
         if (role_ == LinkRole::lookups) set_worker_connected(connected);
@@ -164,6 +201,9 @@ class Link {
     // master), else the next connection asks the sentinels first.
     const bool sentinel_ = conf_->topology == RedisTopologyKind::sentinel;
     bool primary_known_ = false;
+    // cluster://: one node's connection; primary_ is that node, and the
+    // revocation channel moves to another node on each reconnect.
+    bool cluster_node_ = false;
     bool asking_ = false;
     SentinelPrimary primary_{};
     ngx_str_t primary_name_{};  // primary_.text, for RedisConn's messages

@@ -2,6 +2,8 @@
 // two HMGETs, and the sliding-expiry touch (see redis_link.hpp).
 #include "nginx/redis_link_impl.hpp"
 
+#include "nginx/redis_cluster.hpp"
+
 namespace session::ngx {
 namespace link_detail {
 
@@ -88,22 +90,6 @@ void Link::on_lookup_reply(void* link, redisReply* reply, void* privdata) noexce
     delete lookup;
 }
 
-template <std::size_t N>
-bool Link::send_hmget(RedisReplyFn fn, std::string_view key,
-                      const std::array<std::string_view, N>& fields, void* privdata) noexcept {
-    const char* argv[N + 2];
-    std::size_t argvlen[N + 2];
-    argv[0] = "HMGET";
-    argvlen[0] = 5;
-    argv[1] = key.data();
-    argvlen[1] = key.size();
-    for (std::size_t i = 0; i < N; ++i) {
-        argv[i + 2] = fields[i].data();
-        argvlen[i + 2] = fields[i].size();
-    }
-    return command(fn, privdata, static_cast<int>(N + 2), argv, argvlen);
-}
-
 Lookup* Link::overlay(std::string_view session_key, std::string_view user_key, void* owner,
                       OverlayDone done) noexcept {
     Lookup* lookup = new_lookup(owner);
@@ -157,9 +143,8 @@ void Link::on_overlay_reply(void* link, redisReply* reply, void* privdata) noexc
             finish(nullptr, LookupFailure::connection);
         } else if (reply->type == REDIS_REPLY_ERROR) {
             count_redis_error();
-            if (g_link != nullptr) {
-                ngx_log_error(NGX_LOG_ERR, g_link->log_, 0,
-                              "session_redis: overlay read failed: %*s",
+            if (auto* self = static_cast<Link*>(link); self != nullptr) {
+                ngx_log_error(NGX_LOG_ERR, self->log_, 0, "session_redis: overlay read failed: %*s",
                               static_cast<size_t>(reply->len), reply->str);
             }
             finish(nullptr, LookupFailure::none);
@@ -252,6 +237,11 @@ void Link::on_touch_reply(void* link, redisReply* reply, void* privdata) noexcep
     }
     if (reply != nullptr && reply->type == REDIS_REPLY_ERROR) {
         count_redis_error();
+        if (self != nullptr && self->cluster_node_) {
+            // Not sent again (the next lookup touches), but a MOVED still
+            // says the map is stale.
+            cluster_note_redirect(self->primary_.host, reply);
+        }
         if (self != nullptr && self->sentinel_ &&
             common::is_readonly_error(std::string_view(reply->str, reply->len))) {
             // A write reached a replica: the node we hold as the primary
@@ -268,6 +258,10 @@ void Link::on_touch_reply(void* link, redisReply* reply, void* privdata) noexcep
 using link_detail::g_link;
 
 Lookup* redis_lookup(std::string_view session_key, void* owner, LookupDone done) noexcept {
+    if (link_detail::g_cluster != nullptr) {
+        return cluster_lookup(session_key, link_detail::FieldSet::session_read, nullptr, owner,
+                              done);
+    }
     return g_link != nullptr
                ? g_link->lookup(session_key, core::kSessionReadFieldNames, owner, done)
                : nullptr;
@@ -275,6 +269,9 @@ Lookup* redis_lookup(std::string_view session_key, void* owner, LookupDone done)
 
 Lookup* redis_lookup_user(std::string_view user_key, Lookup* first, void* owner,
                           LookupDone done) noexcept {
+    if (link_detail::g_cluster != nullptr) {
+        return cluster_lookup(user_key, link_detail::FieldSet::user, first, owner, done);
+    }
     if (g_link == nullptr) {
         return nullptr;
     }
@@ -289,6 +286,9 @@ Lookup* redis_lookup_user(std::string_view user_key, Lookup* first, void* owner,
 
 Lookup* redis_overlay(std::string_view session_key, std::string_view user_key, void* owner,
                       OverlayDone done) noexcept {
+    if (link_detail::g_cluster != nullptr) {
+        return cluster_overlay(session_key, user_key, owner, done);
+    }
     return g_link != nullptr ? g_link->overlay(session_key, user_key, owner, done) : nullptr;
 }
 
@@ -300,7 +300,9 @@ void redis_detach(Lookup* lookup) noexcept {
 
 void redis_touch(std::string_view session_key, std::int64_t now_ms,
                  std::int64_t interval_ms) noexcept {
-    if (g_link != nullptr) {
+    if (link_detail::g_cluster != nullptr) {
+        cluster_touch(session_key, now_ms, interval_ms);
+    } else if (g_link != nullptr) {
         g_link->touch(session_key, now_ms, interval_ms);
     }
 }

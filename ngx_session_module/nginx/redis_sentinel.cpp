@@ -33,7 +33,9 @@ bool starts_with(const redisReply* reply, std::string_view code) noexcept {
            std::string_view(reply->str, reply->len).substr(0, code.size()) == code;
 }
 
-// An address as a sentinel gives it; false for a host name.
+}  // namespace
+
+// An address as a sentinel (or a cluster node) gives it; false for a host name.
 bool to_primary(const common::RedisEndpoint& endpoint, SentinelPrimary& out) noexcept {
     ngx_memzero(&out, sizeof(out));
     if (endpoint.host.size() >= sizeof(out.host)) {
@@ -61,6 +63,8 @@ bool to_primary(const common::RedisEndpoint& endpoint, SentinelPrimary& out) noe
     }
     return true;
 }
+
+namespace {
 
 class Sentinels {
   public:

@@ -18,6 +18,7 @@
 
 #include "nginx/ngx.hpp"
 
+#include "common/redis_address.hpp"
 #include "nginx/conf.hpp"
 
 namespace session::ngx {
@@ -30,6 +31,10 @@ struct SentinelPrimary {
     char text[64];  // host:port, for logs and metrics
     char host[48];  // NUL-terminated: the name TLS verifies without server_name=
 };
+
+// An address as Redis announces it (an IP address; false for a host
+// name): a sentinel's primary, or a cluster node in CLUSTER SLOTS or MOVED.
+bool to_primary(const common::RedisEndpoint& endpoint, SentinelPrimary& out) noexcept;
 
 // The primary, or nullptr: no sentinel could say this round (logged once
 // per outage here); the caller backs off and asks again.
