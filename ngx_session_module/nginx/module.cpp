@@ -1,6 +1,7 @@
 // ngx_session_module: directives, configuration and the module definition.
 // The check itself is in access.cpp; the Redis connection in redis_link.cpp,
 // session_redis in redis_directive.cpp.
+#include "nginx/directive_text.hpp"
 #include "nginx/ngx.hpp"
 
 #include <new>
@@ -19,28 +20,6 @@
 
 namespace session::ngx {
 namespace {
-
-char* const kConfError = static_cast<char*>(NGX_CONF_ERROR);
-
-bool starts_with(const ngx_str_t& s, std::string_view prefix) noexcept {
-    return to_view(s).substr(0, prefix.size()) == prefix;
-}
-
-ngx_str_t after(const ngx_str_t& s, std::size_t n) noexcept {
-    return {s.len - n, s.data + n};
-}
-
-char* invalid_parameter(ngx_conf_t* cf, ngx_command_t* cmd, const ngx_str_t& value) noexcept {
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\" in \"%V\" directive", &value,
-                       &cmd->name);
-    return kConfError;
-}
-
-char* invalid_value(ngx_conf_t* cf, ngx_command_t* cmd, const ngx_str_t& value) noexcept {
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid value \"%V\" in \"%V\" directive", &value,
-                       &cmd->name);
-    return kConfError;
-}
 
 // session_token cookie=NAME | header=NAME | bearer ...
 char* token_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {

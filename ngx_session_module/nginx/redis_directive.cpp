@@ -3,6 +3,7 @@
 // sentinel://, cluster://), its options, and the TLS client context made at
 // configuration load.
 #include "nginx/redis_directive.hpp"
+#include "nginx/directive_text.hpp"
 
 #include <arpa/inet.h>
 
@@ -15,30 +16,8 @@
 namespace session::ngx {
 namespace {
 
-char* const kConfError = static_cast<char*>(NGX_CONF_ERROR);
-
 // Keeps <prefix>session:revocations within the subscriber's fixed buffer.
 constexpr std::size_t kMaxPrefixLength = 200;
-
-bool starts_with(const ngx_str_t& s, std::string_view prefix) noexcept {
-    return to_view(s).substr(0, prefix.size()) == prefix;
-}
-
-ngx_str_t after(const ngx_str_t& s, std::size_t n) noexcept {
-    return {s.len - n, s.data + n};
-}
-
-char* invalid_parameter(ngx_conf_t* cf, ngx_command_t* cmd, const ngx_str_t& value) noexcept {
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\" in \"%V\" directive", &value,
-                       &cmd->name);
-    return kConfError;
-}
-
-char* invalid_value(ngx_conf_t* cf, ngx_command_t* cmd, const ngx_str_t& value) noexcept {
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid value \"%V\" in \"%V\" directive", &value,
-                       &cmd->name);
-    return kConfError;
-}
 
 // A NUL-terminated copy (C APIs: OpenSSL's file names, SNI).
 bool copy_cstring(ngx_conf_t* cf, std::string_view from, ngx_str_t* to) noexcept {

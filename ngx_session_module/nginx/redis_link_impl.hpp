@@ -48,6 +48,22 @@ struct Lookup {
     Part parts[2];             // cluster:// only
 };
 
+// The overlay's answer, once: the timer stops and the owner (if still
+// there) gets `record` (nullptr with a failure). Used by both halves'
+// replies, standalone (redis_lookups.cpp) and across shards (redis_cluster.cpp).
+inline void finish_overlay(Lookup* lookup, const core::LookupRecord* record,
+                           LookupFailure failure) noexcept {
+    lookup->finished = true;
+    if (lookup->timer.timer_set) {
+        ngx_del_timer(&lookup->timer);
+    }
+    if (lookup->owner != nullptr) {
+        void* owner = lookup->owner;
+        lookup->owner = nullptr;
+        lookup->overlay_done(owner, record, failure);
+    }
+}
+
 namespace link_detail {
 
 constexpr ngx_msec_t kMaxResolveMs = 5000;

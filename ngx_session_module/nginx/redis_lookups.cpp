@@ -125,15 +125,7 @@ void Link::on_overlay_reply(void* link, redisReply* reply, void* privdata) noexc
     --lookup->replies_pending;
 
     auto finish = [lookup](const core::LookupRecord* record, LookupFailure failure) {
-        lookup->finished = true;
-        if (lookup->timer.timer_set) {
-            ngx_del_timer(&lookup->timer);
-        }
-        if (lookup->owner != nullptr) {
-            void* owner = lookup->owner;
-            lookup->owner = nullptr;
-            lookup->overlay_done(owner, record, failure);
-        }
+        finish_overlay(lookup, record, failure);
     };
 
     if (!lookup->finished) {

@@ -7,6 +7,7 @@ temporary directory. Nothing here knows the module's internals: tests talk
 to it through nginx.conf, HTTP and the Redis contract (docs/redis-contract.md).
 """
 
+import collections
 import hashlib
 import http.client
 import http.server
@@ -606,6 +607,37 @@ class Response:
 
     def __repr__(self):
         return "<Response %d %r %r>" % (self.status, self.headers, self.body[:300])
+
+
+Sent = collections.namedtuple("Sent", "started ended token status")
+
+
+class Load:
+    """A thread that sends one request after the other, with the session
+    cookie of each of `tokens` in turn, until stopped: [Sent]."""
+
+    def __init__(self, n, tokens, path="/app/"):
+        self.n, self.path = n, path
+        self.tokens = [tokens] if isinstance(tokens, str) else list(tokens)
+        self.results = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        i = 0
+        while not self._stop.is_set():
+            token = self.tokens[i % len(self.tokens)]
+            i += 1
+            started = time.monotonic()
+            status = request(self.n.port, self.path, headers=cookie(token)).status
+            self.results.append(Sent(started, time.monotonic(), token, status))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "the load thread hangs"
+        return self.results
 
 
 def request(port, path="/", method="GET", headers=None, body=None, timeout=15):

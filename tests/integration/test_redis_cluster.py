@@ -9,7 +9,6 @@ Real servers only: tests/topology.py's RedisCluster (three primaries on
 ports chosen at run time)."""
 
 import os
-import threading
 import time
 
 import pytest
@@ -20,7 +19,7 @@ import jwt_suite  # puts tests/clerk on sys.path
 import tokens as T
 import topology
 from jwt_suite import _redacted_responses, keys  # noqa: F401: fixtures
-from harness import (METRICS_LOCATION, app_location, cookie, metric, nginx_test_config,
+from harness import (Load, METRICS_LOCATION, app_location, cookie, metric, nginx_test_config,
                      parse_metrics, seed_session, seed_session_v2, seed_user, wait_until)
 
 TIMEOUTS = "timeout=1s connect_timeout=1s"
@@ -63,31 +62,6 @@ def first_pass(n, sid):
 def hmgets(node):
     stats = node.client().info("commandstats")
     return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
-
-
-class Load:
-    """Requests for `sids` in turn until stopped: [(sid, status)]."""
-
-    def __init__(self, n, sids):
-        self.n, self.sids = n, sids
-        self.results = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        i = 0
-        while not self._stop.is_set():
-            sid = self.sids[i % len(self.sids)]
-            i += 1
-            self.results.append(
-                (sid, harness.request(self.n.port, "/app/", headers=cookie(sid)).status))
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "the load thread hangs"
-        return self.results
 
 
 def test_sessions_spread_over_the_primaries(nginx, cluster, upstream):
@@ -209,7 +183,7 @@ def test_reshard_under_load_follows_moved(nginx, cluster, upstream):
         assert resp.status == 200, (sid, resp)
     assert metric(metrics(n), MOVED) > moved_before
     assert results, "the load ran"
-    wrong = [(sid, status) for sid, status in results if status != 200]
+    wrong = [(r.token, r.status) for r in results if r.status != 200]
     assert not wrong, "%d of %d requests answered wrong: %s" % (len(wrong), len(results),
                                                                  wrong[:10])
 

@@ -14,7 +14,7 @@ import pytest
 import redis as redis_py
 
 import harness
-from harness import (METRICS_LOCATION, app_location, cookie, metric, parse_metrics,
+from harness import (Load, METRICS_LOCATION, app_location, cookie, metric, parse_metrics,
                      redis_directive, seed_session, seed_user, wait_until)
 
 CHANNEL = "session:revocations"
@@ -61,30 +61,6 @@ class Stall:
         return False
 
 
-class Load:
-    """A thread that sends one request after the other until stopped:
-    [(started, ended, status)]."""
-
-    def __init__(self, n, path, token):
-        self.n, self.path, self.token = n, path, token
-        self.results = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            started = time.monotonic()
-            status = harness.request(self.n.port, self.path, headers=cookie(self.token)).status
-            self.results.append((started, time.monotonic(), status))
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "the load thread hangs"
-        return self.results
-
-
 def test_stalls_shorter_than_dead_after_fail_only_their_lookups(nginx, redis_factory, upstream):
     # timeout=300ms, stalls of 600ms; dead_after= far beyond the stall so
     # that a slow test machine cannot make the stall look like death.
@@ -98,7 +74,7 @@ def test_stalls_shorter_than_dead_after_fail_only_their_lookups(nginx, redis_fac
     before = nginx_connections(ctl)
     assert len(before) == 1, ctl.client_list()
 
-    load = Load(n, "/app/", "sess_load")
+    load = Load(n, "sess_load")
     windows = []
     for _ in range(3):
         wait_until(lambda: len(load.results) >= len(windows) * 10 + 10, 30,
@@ -110,8 +86,8 @@ def test_stalls_shorter_than_dead_after_fail_only_their_lookups(nginx, redis_fac
     wait_until(lambda: len(load.results) >= done + 20, 30, what="requests after the last stall")
     results = load.stop()
 
-    assert {s for _, _, s in results} <= {200, 503}, results
-    failed = [(a, b) for a, b, s in results if s != 200]
+    assert {r.status for r in results} <= {200, 503}, results
+    failed = [(r.started, r.ended) for r in results if r.status != 200]
     # The stalls did make lookups time out (else this proves nothing) ...
     assert failed, "no request failed during %d stalls" % len(windows)
     assert metric(metrics(n), "nginx_session_redis_timeouts_total") >= 1
@@ -119,7 +95,7 @@ def test_stalls_shorter_than_dead_after_fail_only_their_lookups(nginx, redis_fac
     for a, b in failed:
         assert any(a <= resumed and b >= stopped for stopped, resumed in windows), \
             ("a request failed outside any stall", (a, b), windows)
-    after_last = [s for a, _, s in results if a > windows[-1][1]]
+    after_last = [r.status for r in results if r.started > windows[-1][1]]
     assert after_last and set(after_last) == {200}, after_last
     # No connection was closed for it.
     assert "closing connection" not in n.log()

@@ -7,14 +7,12 @@ them; an unknown master name and unreachable sentinels are logged clearly.
 Real servers only: tests/topology.py's SentinelGroup (a primary, a replica
 and three sentinels on ports chosen at run time)."""
 
-import threading
-import time
 
 import pytest
 
 import harness
 import topology
-from harness import (METRICS_LOCATION, app_location, cookie, metric, nginx_test_config,
+from harness import (Load, METRICS_LOCATION, app_location, cookie, metric, nginx_test_config,
                      parse_metrics, seed_session, seed_user, wait_until)
 
 TIMEOUTS = "timeout=1s connect_timeout=1s"
@@ -54,30 +52,6 @@ def primary_info(values):
     prefix = '{address="'
     return {labels[len(prefix):-2]: v for (name, labels), v in values.items()
             if name == PRIMARY_INFO}
-
-
-class Load:
-    """A thread that sends one request after the other until stopped:
-    [(started, status)]."""
-
-    def __init__(self, n, path, token):
-        self.n, self.path, self.token = n, path, token
-        self.results = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            started = time.monotonic()
-            status = harness.request(self.n.port, self.path, headers=cookie(self.token)).status
-            self.results.append((started, status))
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "the load thread hangs"
-        return self.results
 
 
 @pytest.fixture
@@ -129,22 +103,22 @@ def test_follows_a_failover_under_load(nginx, group, upstream):
     first_pass(n, sid)
     old = g.primary()
 
-    load = Load(n, "/app/", sid)
+    load = Load(n, sid)
     wait_until(lambda: len(load.results) >= 20, 30, what="requests before the failover")
     killed = len(load.results)
     g.kill_primary()
     new = g.wait_failover(old=old, timeout=60)
     # Hang guard only: the module follows the new primary without a restart.
-    wait_until(lambda: load.results[-1][1] == 200 and len(load.results) > killed, 60,
+    wait_until(lambda: load.results[-1].status == 200 and len(load.results) > killed, 60,
                what="requests to pass again after the failover")
     done = len(load.results)
     wait_until(lambda: len(load.results) >= done + 50, 60, what="requests after the failover")
     results = load.stop()
 
-    statuses = [s for _, s in results]
+    statuses = [r.status for r in results]
     assert set(statuses) <= {200, 503}, set(statuses)
     failed = statuses.count(503)
-    failures = [t for t, s in results if s != 200]
+    failures = [r.started for r in results if r.status != 200]
     print("\nsentinel failover: %d of %d requests failed (503) while the primary was "
           "replaced, over %.2f s" % (failed, len(statuses),
                                      failures[-1] - failures[0] if failures else 0))
