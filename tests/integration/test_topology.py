@@ -11,6 +11,7 @@ import redis as redis_py
 import redis.crc
 
 import topology
+from harness import wait_until
 
 pytestmark = pytest.mark.no_module
 
@@ -228,6 +229,21 @@ def test_cluster_kill_primary_promotes_its_replica(cluster):
     c = cluster.client()
     c.set(key, "kept")
     assert owner.client().wait(1, 10000) == 1
+    # WAIT 1 is one replica; whichever replica wins the election must hold
+    # the key, so wait for it on every replica of this primary (a replica
+    # still in its first sync would be promoted empty otherwise).
+    mine = [n for n in cluster.replicas()
+            if int(n.client().info("replication").get("master_port", 0)) == owner.port]
+    assert mine, "the primary has a replica"
+
+    def every_replica_has_it():
+        for replica in mine:
+            client = replica.client(single_connection_client=True)
+            client.execute_command("READONLY")
+            if client.get(key) != "kept":
+                return False
+        return True
+    wait_until(every_replica_has_it, 30, what="the key on every replica of its primary")
     assert cluster.kill_primary(owner) is owner
     cluster.wait_ok(timeout=60)
     new_owner = cluster.slot_owner(key)
