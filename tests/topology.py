@@ -518,6 +518,24 @@ def managed(request, topo):
         topo.close(dump_logs=request.session.testsfailed > before)
 
 
+def made_per_test(request, tmp_path, cls, stem):
+    """Generator for a pytest fixture whose value is make(**options): each
+    call builds a fresh `cls` under tmp_path; all are closed after the test,
+    printing their logs when a test failed meanwhile."""
+    made = []
+
+    def make(**kw):
+        topo = cls(str(tmp_path / ("%s%d" % (stem, len(made)))), **kw)
+        made.append(topo)
+        return topo
+    before = request.session.testsfailed
+    try:
+        yield make
+    finally:
+        for topo in made:
+            topo.close(dump_logs=request.session.testsfailed > before)
+
+
 def _userinfo(username, password):
     """"user:password@" for a URL, percent-encoded; "" without a password."""
     if password is None:

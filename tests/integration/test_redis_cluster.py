@@ -219,16 +219,7 @@ def test_jwt_overlay_reads_two_shards(nginx, cluster, upstream, key, keys):
 @pytest.fixture
 def own_cluster(request, tmp_path):
     """own_cluster(**RedisCluster options): a fresh cluster for one test."""
-    made = []
-
-    def make(**kw):
-        c = topology.RedisCluster(str(tmp_path / ("cluster%d" % len(made))), **kw)
-        made.append(c)
-        return c
-    before = request.session.testsfailed
-    yield make
-    for c in made:
-        c.close(dump_logs=request.session.testsfailed > before)
+    yield from topology.made_per_test(request, tmp_path, topology.RedisCluster, "cluster")
 
 
 def test_tls_and_acl_user_on_every_node(nginx, own_cluster, upstream):

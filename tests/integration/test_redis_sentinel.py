@@ -57,16 +57,7 @@ def primary_info(values):
 @pytest.fixture
 def group(request, tmp_path):
     """group(**SentinelGroup options): a fresh group, closed after the test."""
-    made = []
-
-    def make(**kw):
-        g = topology.SentinelGroup(str(tmp_path / ("group%d" % len(made))), **kw)
-        made.append(g)
-        return g
-    before = request.session.testsfailed
-    yield make
-    for g in made:
-        g.close(dump_logs=request.session.testsfailed > before)
+    yield from topology.made_per_test(request, tmp_path, topology.SentinelGroup, "group")
 
 
 @pytest.fixture(scope="module")
