@@ -59,6 +59,7 @@ demo-stop:
 
 bench: deps all
 	bench/run.sh
+	bench/redis_floor.sh
 	bench/cache_revocation.py $(MODULE_SO)
 	bench/syncd/run.sh
 	OLD_SYNCD_BIN=none bench/syncd/reconcile.sh
