@@ -59,11 +59,31 @@ def module_path():
     return os.environ.get("SESSION_MODULE_SO") or DEFAULT_MODULE
 
 
+_PORTS_GIVEN = set()  # every port free_port() returned in this process
+
+
 def free_port():
-    """A loopback TCP port nobody listens on right now (bind port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nobody listens on right now (bind port 0), and
+    not one this process was given before: the kernel may hand out the same
+    free port twice in a row, and a test that keeps one port closed ("Redis
+    is down there") would then find its nginx listening on it."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            break
+    _PORTS_GIVEN.add(port)
+    return port
+
+
+def later_redis_port():
+    """A free port for a RedisServer that a test starts after its nginx:
+    redis_directive() then already speaks TLS to it under REDIS_TLS."""
+    port = free_port()
+    if REDIS_TLS:
+        _TLS_PORTS.add(port)
+    return port
 
 
 def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
@@ -153,13 +173,13 @@ class RedisServer:
         except OSError:
             return ""
 
-    def client(self, db=0):
-        tls = {}
+    def client(self, db=0, **kw):
+        """redis-py client (decode_responses); `kw` as redis.Redis takes."""
         if REDIS_TLS:
-            tls = {"ssl": True, "ssl_ca_certs": test_pki().ca_cert, "ssl_cert_reqs": "required"}
+            kw.update(ssl=True, ssl_ca_certs=test_pki().ca_cert, ssl_cert_reqs="required")
+        kw.setdefault("socket_timeout", 10)
         return redis_py.Redis(host="127.0.0.1", port=self.port, db=db,
-                              password=self.password, decode_responses=True,
-                              socket_timeout=10, **tls)
+                              password=self.password, decode_responses=True, **kw)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

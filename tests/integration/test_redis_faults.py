@@ -79,7 +79,7 @@ def test_redis_restart_mid_run(nginx, redis_factory, upstream):
 
 
 def test_redis_not_up_at_start_then_comes_up(nginx, redis_factory):
-    port = harness.free_port()
+    port = harness.later_redis_port()
     n = start(nginx, "127.0.0.1:%d" % port)
     assert n.get("/app/", headers=cookie("sess_late")).status == 503
     srv = redis_factory(port=port)

@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-import redis as redis_py
 
 import harness
 from harness import (Load, METRICS_LOCATION, app_location, cookie, metric, parse_metrics,
@@ -25,8 +24,7 @@ EVICTION_WARNING = ("maxmemory-policy is allkeys-lru: Redis may evict session to
 
 def control(srv):
     """One connection of our own (so that CLIENT LIST tells it apart)."""
-    return redis_py.Redis(host="127.0.0.1", port=srv.port, decode_responses=True,
-                          socket_timeout=10, single_connection_client=True)
+    return srv.client(single_connection_client=True)
 
 
 def nginx_connections(ctl):
