@@ -315,6 +315,8 @@ class Cluster {
     void fetch() noexcept;
     void fetch_failed(const char* reason) noexcept;
     void use_map(common::SlotMap map) noexcept;
+    void poll_while_unreachable() noexcept;
+    static constexpr ngx_msec_t kUnreachablePollMs = 250;
     static void on_fetch_ready(void*) noexcept {}
     static void on_fetch_lost(void* owner, const char* reason, bool) noexcept {
         static_cast<Cluster*>(owner)->fetch_failed(reason);
@@ -519,6 +521,28 @@ void Cluster::on_slots(void* owner, redisReply* reply, void*) noexcept {
         self->failure_logged_ = false;
     }
     self->use_map(std::move(*map));
+    self->poll_while_unreachable();
+}
+
+// A map that still names a primary this worker cannot reach is probably
+// the map of a failover in progress: the cluster promotes a replica after
+// cluster-node-timeout, and only a new CLUSTER SLOTS tells. Ask again soon,
+// rather than at the dead node's next reconnect attempt (up to the 2 s
+// backoff cap later): a few cheap reads per second, only meanwhile.
+void Cluster::poll_while_unreachable() noexcept {
+    if (stopping_ || retry_timer_.timer_set) {
+        return;
+    }
+    for (int index : by_primary_) {
+        if (index < 0) {
+            continue;
+        }
+        const Link* link = nodes_[index].link;
+        if (link != nullptr && !link->conn_.is_ready()) {
+            ngx_add_timer(&retry_timer_, kUnreachablePollMs);
+            return;
+        }
+    }
 }
 
 void Cluster::fetch_failed(const char* reason) noexcept {
