@@ -326,6 +326,34 @@ demonstrate() {
     curl -s "$base/metrics" | grep '^nginx_session_checks_total' | sed 's/^/  /' || true
 }
 
+# `syncd backfill` from a stand-in Backend API (demo/backfill.py): what
+# Clerk already held arrives in PostgreSQL through the webhooks' rules, and
+# in Redis through the running syncd's projector.
+demonstrate_backfill() {
+    log ""
+    log "== Backfill: importing what Clerk already holds (syncd backfill) =="
+    if ! "$PYTHON" "$ROOT/demo/backfill.py" "$SYNCD" "$SYNCD_ENV"; then
+        FAILED=1
+        FAILED_STEPS+=("syncd backfill")
+        return
+    fi
+    log "\$ psql -c \"SELECT clerk_id, email, role, banned FROM users WHERE clerk_id LIKE 'user_backfill_%'\""
+    "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -X -q \
+        -c "SELECT clerk_id, email, role, banned FROM users WHERE clerk_id LIKE 'user_backfill_%' ORDER BY clerk_id" |
+        sed 's/^/  /'
+    # The projector of syncd serve polls the outbox every second.
+    local _
+    for _ in $(seq 50); do
+        if [[ $("$REDIS_CLI" -p "$REDIS_PORT" exists sess:sess_backfill_grace) == 1 ]]; then
+            log "  Redis: sess:sess_backfill_grace projected by syncd serve from the outbox"
+            return
+        fi
+        sleep 0.1
+    done
+    FAILED=1
+    FAILED_STEPS+=("the backfilled session did not reach Redis")
+}
+
 finish() {
     log ""
     log "Logs in $DEMO/: access.log (with \$session_status), error.log, syncd.log,"
@@ -359,6 +387,7 @@ start_all() {
     demonstrate
     demonstrate_clerk
     try_clerk_by_hand
+    demonstrate_backfill
     finish
 }
 

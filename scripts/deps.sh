@@ -8,7 +8,7 @@ packages=(
   g++ make cmake pkg-config nginx nginx-dev libpcre2-dev zlib1g-dev libssl-dev
   libhiredis-dev libsimdjson-dev
   # syncd
-  libpq-dev libsystemd-dev libmicrohttpd-dev nlohmann-json3-dev
+  libpq-dev libsystemd-dev libmicrohttpd-dev nlohmann-json3-dev libcurl4-openssl-dev
   # servers the tests start themselves; redis-cli builds test clusters and
   # the openssl command line makes the tests' throwaway CA
   redis-server redis-tools postgresql openssl

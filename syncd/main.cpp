@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -11,8 +12,10 @@
 #include <thread>
 #include <vector>
 
+#include "core/backfill_page.hpp"
 #include "core/config.hpp"
 #include "core/signature.hpp"
+#include "daemon/backfill.hpp"
 #include "daemon/log.hpp"
 #include "daemon/migrate.hpp"
 #include "daemon/pg.hpp"
@@ -36,6 +39,9 @@ const char* kUsage =
     "  serve          receive webhooks (see docs/syncd.md)\n"
     "  migrate        apply the schema migrations to SYNCD_DATABASE_URL\n"
     "  reconcile      rebuild the Redis projection from PostgreSQL\n"
+    "  backfill [--since TIME]\n"
+    "                 import users, organizations, memberships and active sessions\n"
+    "                 from Clerk's Backend API (SYNCD_CLERK_SECRET_KEY)\n"
     "  check-config   validate the configuration and exit\n"
     "  --version      print the version\n";
 
@@ -76,6 +82,11 @@ int check_config(const syncd::Config& cfg) {
         "%zu webhook secret(s), max body %zu bytes\n",
         cfg.listen.host.c_str(), cfg.listen.port, cfg.webhook_path.c_str(),
         cfg.redis.redacted().c_str(), cfg.redis_prefix.c_str(), keys.size(), cfg.max_body);
+    // Whether the secret key is set, never any part of it.
+    std::printf("clerk backend api: %s, secret key %s, write-back %s, jwks every %llds\n",
+                cfg.clerk_api.api_url.c_str(), cfg.clerk_api.enabled() ? "set" : "not set",
+                cfg.clerk_api.writeback ? "on" : "off",
+                static_cast<long long>(cfg.clerk_api.jwks_interval));
     std::string eviction = syncd::eviction_policy_warning(cfg);
     if (!eviction.empty()) std::fprintf(stderr, "syncd: warning: %s\n", eviction.c_str());
     return 0;
@@ -122,6 +133,26 @@ int run_migrate(const syncd::Config& cfg) {
     return 0;
 }
 
+int run_backfill(const syncd::Config& cfg, const std::vector<std::string>& args) {
+    syncd::require(
+        cfg, static_cast<int>(syncd::Need::database) | static_cast<int>(syncd::Need::clerk_api));
+    syncd::BackfillOptions options;
+    for (std::size_t i = 0; i + 1 < args.size(); i += 2) {
+        if (args[i] == "--since") {
+            auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+            options.since_ms = syncd::backfill::parse_since(args[i + 1], now);
+        } else {  // --limit: the page size, for tests
+            int limit = std::atoi(args[i + 1].c_str());
+            if (limit < 1 || limit > 500) throw syncd::ConfigError("--limit: expected 1-500");
+            options.page_limit = limit;
+        }
+    }
+    std::printf("backfill: %s\n", syncd::run_backfill(cfg, options).c_str());
+    return 0;
+}
+
 int run_reconcile(const syncd::Config& cfg) {
     syncd::require(cfg,
                    static_cast<int>(syncd::Need::database) | static_cast<int>(syncd::Need::redis));
@@ -135,6 +166,7 @@ int run_reconcile(const syncd::Config& cfg) {
 int main(int argc, char** argv) {
     std::string config_file;
     std::string command;
+    std::vector<std::string> backfill_args;
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
         if (arg == "--config" && i + 1 < argc) {
@@ -147,6 +179,10 @@ int main(int argc, char** argv) {
         } else if (arg == "--help" || arg == "-h") {
             std::fputs(kUsage, stdout);
             return 0;
+        } else if (command == "backfill" && (arg == "--since" || arg == "--limit") &&
+                   i + 1 < argc) {
+            backfill_args.push_back(arg);
+            backfill_args.push_back(argv[++i]);
         } else if (command.empty() && arg[0] != '-') {
             command = arg;
         } else {
@@ -169,6 +205,7 @@ int main(int argc, char** argv) {
         }
         if (command == "migrate") return run_migrate(cfg);
         if (command == "reconcile") return run_reconcile(cfg);
+        if (command == "backfill") return run_backfill(cfg, backfill_args);
         if (command == "check-config") return check_config(cfg);
         std::fprintf(stderr, "syncd: unknown command \"%s\"\n%s", command.c_str(), kUsage);
         return kExitUsage;

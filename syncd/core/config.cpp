@@ -276,6 +276,39 @@ const std::vector<Key>& table() {
              }
              c.startup_wait = static_cast<int>(n);
          }},
+        {"SYNCD_CLERK_SECRET_KEY",
+         [](Config& c, const std::string& v) {
+             // Sent as an HTTP header: a space or control character would
+             // break it (or inject another header). The value is never
+             // quoted in the message.
+             for (char ch : v) {
+                 if (!std::isgraph(static_cast<unsigned char>(ch))) {
+                     bad("SYNCD_CLERK_SECRET_KEY",
+                         "must not contain spaces or control characters (value not shown)");
+                 }
+             }
+             c.clerk_api.secret_key = v;
+         }},
+        {"SYNCD_CLERK_API_URL",
+         [](Config& c, const std::string& v) {
+             // Empty counts as unset, as in an EnvironmentFile left blank.
+             if (!v.empty()) c.clerk_api.api_url = parse_api_url("SYNCD_CLERK_API_URL", v);
+         }},
+        {"SYNCD_CLERK_WRITEBACK",
+         [](Config& c, const std::string& v) {
+             c.clerk_api.writeback = parse_switch("SYNCD_CLERK_WRITEBACK", v, false);
+         }},
+        {"SYNCD_CLERK_JWKS_INTERVAL",
+         [](Config& c, const std::string& v) {
+             if (v.empty()) return;
+             std::int64_t seconds = parse_duration("SYNCD_CLERK_JWKS_INTERVAL", v);
+             // Clerk's rate limit is per instance: more often than every 10 s
+             // spends it for keys that rotate rarely.
+             if (seconds < 10) {
+                 bad("SYNCD_CLERK_JWKS_INTERVAL", "must be at least 10s, got " + quoted(v));
+             }
+             c.clerk_api.jwks_interval = seconds;
+         }},
     };
     return keys;
 }
@@ -349,6 +382,37 @@ std::int64_t parse_duration(const std::string& key, const std::string& value) {
                      quoted(value));
     }
     return n * mult;
+}
+
+std::string parse_api_url(const std::string& key, const std::string& value) {
+    std::string v = value;
+    std::string lower = v;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    std::size_t scheme = 0;
+    if (lower.rfind("https://", 0) == 0) {
+        scheme = 8;
+    } else if (lower.rfind("http://", 0) == 0) {
+        scheme = 7;
+    } else {
+        bad(key, "expected an http:// or https:// URL, got " + quoted(v));
+    }
+    for (char ch : v) {
+        if (!std::isgraph(static_cast<unsigned char>(ch))) {
+            bad(key, "must not contain spaces or control characters");
+        }
+    }
+    if (v.find_first_of("?#") != std::string::npos) {
+        bad(key, "expected a base URL without a query or fragment, got " + quoted(v));
+    }
+    std::string authority = v.substr(scheme, v.find('/', scheme) - scheme);
+    if (authority.find('@') != std::string::npos) {
+        // The secret key is the credential; one in the URL would be logged.
+        bad(key, "must not carry credentials");
+    }
+    if (authority.empty() || authority[0] == ':') bad(key, "has no host: " + quoted(v));
+    while (!v.empty() && v.back() == '/') v.pop_back();
+    return v;
 }
 
 LogLevel parse_log_level(const std::string& key, const std::string& value) {
@@ -441,6 +505,11 @@ void require(const Config& cfg, int needs) {
     if ((needs & static_cast<int>(Need::secrets)) && cfg.webhook_secrets.empty() &&
         cfg.webhook_secrets_file.empty()) {
         throw ConfigError("SYNCD_WEBHOOK_SECRETS: is not set (nor SYNCD_WEBHOOK_SECRETS_FILE)");
+    }
+    if ((needs & static_cast<int>(Need::clerk_api)) && !cfg.clerk_api.enabled()) {
+        throw ConfigError(
+            "SYNCD_CLERK_SECRET_KEY: is not set (the Backend API's secret key, sk_live_... or "
+            "sk_test_...)");
     }
 }
 

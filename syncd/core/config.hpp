@@ -50,6 +50,17 @@ struct RedisSettings {
     std::string redacted() const;
 };
 
+// Clerk's Backend API (SYNCD_CLERK_*): used by `syncd backfill`, the
+// write-back queue and the key distribution. Without the secret key none of
+// them runs; write-back and the interval may be set without it (unused).
+struct ClerkApi {
+    std::string secret_key;                         // never logged, never printed
+    std::string api_url = "https://api.clerk.com";  // http(s), no trailing slash
+    bool writeback = false;
+    std::int64_t jwks_interval = 300;  // seconds
+    bool enabled() const { return !secret_key.empty(); }
+};
+
 struct Config {
     ListenAddress listen{"127.0.0.1", 8787};
     std::string database_url;  // libpq conninfo or URL; never logged
@@ -77,6 +88,7 @@ struct Config {
     int request_deadline = 10;
     // Seconds `syncd migrate` waits for PostgreSQL to come up (0: no wait).
     int startup_wait = 60;
+    ClerkApi clerk_api;
 };
 
 using Environment = std::map<std::string, std::string>;
@@ -95,7 +107,7 @@ Config load_config(const Environment& env, const Environment& file,
                    std::vector<std::string>* warnings = nullptr);
 
 // What a subcommand needs: throws ConfigError naming the first missing key.
-enum class Need { database = 1, redis = 2, secrets = 4 };
+enum class Need { database = 1, redis = 2, secrets = 4, clerk_api = 8 };
 void require(const Config& cfg, int needs);
 
 // Single values, exposed for tests.
@@ -107,6 +119,9 @@ std::size_t parse_size(const std::string& key, const std::string& value);
 LogLevel parse_log_level(const std::string& key, const std::string& value);
 // Seconds, from a number with an optional s, m, h or d suffix.
 std::int64_t parse_duration(const std::string& key, const std::string& value);
+// SYNCD_CLERK_API_URL: http:// or https://, a host, an optional path; no
+// query, fragment or credentials. Returned without a trailing slash.
+std::string parse_api_url(const std::string& key, const std::string& value);
 
 // The SYNCD_* keys syncd knows, for check-config and the unknown-key check.
 const std::vector<std::string>& known_keys();

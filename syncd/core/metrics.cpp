@@ -152,6 +152,43 @@ std::string Metrics::render() const {
     out += "# TYPE syncd_redis_tls_handshake_failures_total counter\n";
     out += "syncd_redis_tls_handshake_failures_total " +
            std::to_string(redis_tls_failures_.load()) + "\n";
+    out +=
+        "# HELP syncd_writeback_queue_depth Users whose id and role are still to be written to "
+        "Clerk.\n";
+    out += "# TYPE syncd_writeback_queue_depth gauge\n";
+    out += "syncd_writeback_queue_depth " + std::to_string(writeback_depth_.load()) + "\n";
+    out +=
+        "# HELP syncd_writeback_oldest_age_seconds Age of the oldest change in the write-back "
+        "queue (0 when empty).\n";
+    out += "# TYPE syncd_writeback_oldest_age_seconds gauge\n";
+    out += "syncd_writeback_oldest_age_seconds " +
+           number(static_cast<double>(writeback_oldest_age_ms_.load()) / 1000.0) + "\n";
+    out +=
+        "# HELP syncd_writeback_failures_total Write-back attempts that failed (to be retried).\n";
+    out += "# TYPE syncd_writeback_failures_total counter\n";
+    out += "syncd_writeback_failures_total " + std::to_string(writeback_failures_.load()) + "\n";
+    out += "# HELP syncd_writeback_sent_total Write-backs Clerk accepted.\n";
+    out += "# TYPE syncd_writeback_sent_total counter\n";
+    out += "syncd_writeback_sent_total " + std::to_string(writeback_sent_.load()) + "\n";
+    out +=
+        "# HELP syncd_writeback_dropped_total Write-backs dropped: the user is gone (404, or "
+        "deleted here).\n";
+    out += "# TYPE syncd_writeback_dropped_total counter\n";
+    out += "syncd_writeback_dropped_total " + std::to_string(writeback_dropped_.load()) + "\n";
+    out +=
+        "# HELP syncd_jwks_last_success_timestamp_seconds When the instance's key set was last "
+        "fetched and found usable (0: never).\n";
+    out += "# TYPE syncd_jwks_last_success_timestamp_seconds gauge\n";
+    out += "syncd_jwks_last_success_timestamp_seconds " + std::to_string(jwks_success_s_.load()) +
+           "\n";
+    out +=
+        "# HELP syncd_jwks_fetch_failures_total Key set fetches that failed or were refused "
+        "(the stored set kept).\n";
+    out += "# TYPE syncd_jwks_fetch_failures_total counter\n";
+    out += "syncd_jwks_fetch_failures_total " + std::to_string(jwks_failures_.load()) + "\n";
+    out += "# HELP syncd_jwks_updates_total Key sets written to Redis because they changed.\n";
+    out += "# TYPE syncd_jwks_updates_total counter\n";
+    out += "syncd_jwks_updates_total " + std::to_string(jwks_stored_.load()) + "\n";
     out += "# HELP syncd_request_duration_seconds Webhook request latency.\n";
     out += "# TYPE syncd_request_duration_seconds histogram\n";
     for (std::size_t i = 0; i < kLatencyBuckets.size(); ++i) {

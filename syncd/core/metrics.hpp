@@ -61,6 +61,28 @@ class Metrics {
     void count_redis_ask() { ++redis_ask_; }
     void count_redis_tls_handshake_failure() { ++redis_tls_failures_; }
 
+    // The write-back queue (issue 9): its depth and the age of its oldest
+    // change (seconds), read by the worker after each pass; attempts that
+    // failed (any answer but 2xx and 404, or none); rows sent, and rows
+    // dropped because the user is gone (404) or has no live row here.
+    void set_writeback_queue(std::int64_t depth, double oldest_age_s) {
+        writeback_depth_.store(depth);
+        writeback_oldest_age_ms_.store(static_cast<std::int64_t>(oldest_age_s * 1000));
+    }
+    void count_writeback_failure() { ++writeback_failures_; }
+    void count_writeback_sent() { ++writeback_sent_; }
+    void count_writeback_dropped() { ++writeback_dropped_; }
+    // The instance's key set: the last fetch that got a usable set (epoch
+    // seconds; 0: none yet), fetches that did not, and the sets stored in
+    // Redis because they differed from the one there.
+    void set_jwks_fetched_now() {
+        jwks_success_s_.store(std::chrono::duration_cast<std::chrono::seconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count());
+    }
+    void count_jwks_failure() { ++jwks_failures_; }
+    void count_jwks_stored() { ++jwks_stored_; }
+
     std::string render() const;
 
     // For tests.
@@ -86,6 +108,14 @@ class Metrics {
     std::atomic<std::uint64_t> redis_moved_{0};
     std::atomic<std::uint64_t> redis_ask_{0};
     std::atomic<std::uint64_t> redis_tls_failures_{0};
+    std::atomic<std::int64_t> writeback_depth_{0};
+    std::atomic<std::int64_t> writeback_oldest_age_ms_{0};
+    std::atomic<std::uint64_t> writeback_failures_{0};
+    std::atomic<std::uint64_t> writeback_sent_{0};
+    std::atomic<std::uint64_t> writeback_dropped_{0};
+    std::atomic<std::int64_t> jwks_success_s_{0};
+    std::atomic<std::uint64_t> jwks_failures_{0};
+    std::atomic<std::uint64_t> jwks_stored_{0};
 };
 
 }  // namespace syncd

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "core/signature.hpp"
@@ -17,6 +18,7 @@
 #include "daemon/retention.hpp"
 #include "daemon/sentinel_watch.hpp"
 #include "daemon/service.hpp"
+#include "daemon/writeback.hpp"
 
 namespace syncd {
 namespace {
@@ -113,6 +115,22 @@ int serve(const Config& cfg, const ConfigLoader& reload) {
     projector.start();
     Retention retention(cfg.database_url, cfg.event_retention);  // stops on return
     retention.start();
+    // Clerk's Backend API (SYNCD_CLERK_SECRET_KEY): the instance's keys for
+    // nginx, and the write-back when SYNCD_CLERK_WRITEBACK=on. Their own
+    // threads: nothing here is on a webhook's path. Both stop on return.
+    std::unique_ptr<KeyFetcher> key_fetcher;
+    std::unique_ptr<WriteBack> writeback;
+    if (cfg.clerk_api.enabled()) {
+        key_fetcher = std::make_unique<KeyFetcher>(cfg, metrics);
+        key_fetcher->start();
+        if (cfg.clerk_api.writeback) {
+            writeback = std::make_unique<WriteBack>(cfg, metrics);
+            writeback->start();
+        }
+        log::info(std::string("Clerk Backend API at ") + cfg.clerk_api.api_url +
+                  ": instance keys every " + std::to_string(cfg.clerk_api.jwks_interval) +
+                  " s, write-back " + (writeback ? "on" : "off"));
+    }
     Service service(cfg, std::move(keys), pool, projector, metrics);
     HttpServer http(service, metrics);
     http.start(fd);
@@ -155,6 +173,8 @@ int serve(const Config& cfg, const ConfigLoader& reload) {
     notify("STOPPING=1");
     log::info("stopping: finishing requests in flight");
     http.shutdown(std::chrono::seconds(20));
+    if (writeback) writeback->stop();
+    if (key_fetcher) key_fetcher->stop();
     projector.stop();
     log::info("stopped");
     return 0;

@@ -157,7 +157,9 @@ Response Service::webhook(const HeaderLookup& lookup, std::string_view body) {
             }
             CancelAt cancel(conn.get(), deadline);  // destroyed before the lease
             limit_statements(conn.get(), left);
-            StoreResult result = store_event(conn.get(), id, event);
+            StoreOptions options;
+            options.writeback = cfg_.clerk_api.enabled() && cfg_.clerk_api.writeback;
+            StoreResult result = store_event(conn.get(), id, event, options);
             pg_lost_ms_.store(0);
             metrics_.count_event(event.type, outcome_name(result.outcome));
             if (result.outbox_entries > 0) projector_.wake();

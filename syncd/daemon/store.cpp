@@ -48,7 +48,17 @@ void enqueue(PGconn* c, const char* kind, const std::string& key, bool revoke, b
     ++result.outbox_entries;
 }
 
-bool apply_user(PGconn* c, const UserRow& u, StoreResult& result) {
+// The write-back's own triggers: what its body carries (the users row's id,
+// created with it, and its role) or what the application derives from the
+// same roles (organization memberships).
+void queue_writeback(PGconn* c, const StoreOptions& options, const std::string& clerk_user_id,
+                     StoreResult& result) {
+    if (!options.writeback) return;
+    enqueue_writeback(c, clerk_user_id);
+    ++result.writeback_entries;
+}
+
+bool apply_user(PGconn* c, const UserRow& u, const StoreOptions& options, StoreResult& result) {
     pg_exec(c, kLockUserExclusive, {u.clerk_id});
     // A deleted row sorts first: it makes every later version final.
     auto found = pg_exec(c,
@@ -94,6 +104,12 @@ bool apply_user(PGconn* c, const UserRow& u, StoreResult& result) {
                 {u.clerk_id, final_statuses_array()});
     }
     enqueue(c, "user", u.clerk_id, v.revoke, v.cascade, result);
+    // Not on any other update: the echo of a write-back (its public_metadata
+    // now holds the dbId and role sent) changes neither the row's id nor
+    // its role.
+    if (v.decision == Decision::insert || stored->role != u.role) {
+        queue_writeback(c, options, u.clerk_id, result);
+    }
     return true;
 }
 
@@ -185,7 +201,8 @@ bool apply_session(PGconn* c, const SessionRow& s, StoreResult& result) {
     return true;
 }
 
-bool apply_membership(PGconn* c, const MembershipRow& m, StoreResult& result) {
+bool apply_membership(PGconn* c, const MembershipRow& m, const StoreOptions& options,
+                      StoreResult& result) {
     pg_exec(c, kLockUserShared, {m.clerk_user_id});
     pg_exec(c, kLockOrganizationShared, {m.organization_id});
     std::vector<PgParam> params = {m.id,
@@ -213,6 +230,7 @@ bool apply_membership(PGconn* c, const MembershipRow& m, StoreResult& result) {
             .c_str(),
         params);
     bool revoke = m.deleted;
+    bool roles_changed = PQntuples(inserted.get()) == 1 && !m.deleted;  // a new role
     if (PQntuples(inserted.get()) == 0) {
         auto found = pg_exec(c,
                              "SELECT deleted_at IS NOT NULL, source_updated_at, role "
@@ -223,6 +241,7 @@ bool apply_membership(PGconn* c, const MembershipRow& m, StoreResult& result) {
         MembershipVerdict v = decide_membership(stored, m.role, m.deleted, m.updated_at_ms);
         if (v.decision != Decision::update) return false;
         revoke = v.revoke;
+        roles_changed = v.revoke;  // its role changed or it was removed
         pg_exec(c,
                 (std::string("UPDATE memberships SET clerk_user_id = $2, organization_id = $3, "
                              "organization_slug = $4, role = $5, permissions = $6::text[], "
@@ -233,6 +252,7 @@ bool apply_membership(PGconn* c, const MembershipRow& m, StoreResult& result) {
                 params);
     }
     enqueue(c, "user", m.clerk_user_id, revoke, false, result);
+    if (roles_changed) queue_writeback(c, options, m.clerk_user_id, result);
     return true;
 }
 
@@ -272,7 +292,8 @@ bool apply_organization(PGconn* c, const OrganizationRow& o) {
     return true;
 }
 
-bool apply_organization_deletion(PGconn* c, const OrganizationDeletion& d, StoreResult& result) {
+bool apply_organization_deletion(PGconn* c, const OrganizationDeletion& d,
+                                 const StoreOptions& options, StoreResult& result) {
     pg_exec(c, kLockOrganizationExclusive, {d.id});
     // Deleted before it was ever created here (unordered delivery), the row
     // is a tombstone, so that the late organization.created cannot revive it.
@@ -282,31 +303,40 @@ bool apply_organization_deletion(PGconn* c, const OrganizationDeletion& d, Store
                           "ON CONFLICT (id) DO UPDATE SET deleted_at = now(), updated_at = now() "
                           "WHERE organizations.deleted_at IS NULL RETURNING 1",
                           {d.id});
-    // Each member loses the role it had there: re-projected and revoked, in
-    // one statement however large the organization.
+    // Each member loses the role it had there: re-projected and revoked (and
+    // queued for the write-back when it is on), in one statement however
+    // large the organization.
     auto revoked = pg_exec(c,
                            "WITH ended AS (UPDATE memberships SET deleted_at = now(), "
                            "updated_at = now() WHERE organization_id = $1 AND deleted_at IS NULL "
-                           "RETURNING clerk_user_id) "
+                           "RETURNING clerk_user_id), "
+                           "queued AS (INSERT INTO writeback (clerk_user_id) "
+                           "SELECT DISTINCT clerk_user_id FROM ended WHERE $2::boolean ORDER BY 1 "
+                           "ON CONFLICT (clerk_user_id) DO UPDATE "
+                           "SET generation = writeback.generation + 1) "
                            "INSERT INTO outbox (kind, key, revoke, cascade) "
                            "SELECT DISTINCT 'user', clerk_user_id, true, false FROM ended",
-                           {d.id});
+                           {d.id, boolean(options.writeback)});
     int members = std::stoi(PQcmdTuples(revoked.get()));
     result.outbox_entries += members;
+    if (options.writeback) result.writeback_entries += members;
     return PQntuples(marked.get()) > 0 || members > 0;
 }
 
 struct Applier {
     PGconn* c;
+    const StoreOptions& options;
     StoreResult& result;
     bool operator()(const Unhandled&) const { return false; }
-    bool operator()(const UserRow& u) const { return apply_user(c, u, result); }
+    bool operator()(const UserRow& u) const { return apply_user(c, u, options, result); }
     bool operator()(const UserDeletion& d) const { return apply_user_deletion(c, d, result); }
     bool operator()(const SessionRow& s) const { return apply_session(c, s, result); }
-    bool operator()(const MembershipRow& m) const { return apply_membership(c, m, result); }
+    bool operator()(const MembershipRow& m) const {
+        return apply_membership(c, m, options, result);
+    }
     bool operator()(const OrganizationRow& o) const { return apply_organization(c, o); }
     bool operator()(const OrganizationDeletion& d) const {
-        return apply_organization_deletion(c, d, result);
+        return apply_organization_deletion(c, d, options, result);
     }
 };
 
@@ -326,7 +356,23 @@ const char* outcome_name(Outcome o) noexcept {
     return "unknown";
 }
 
-StoreResult store_event(PGconn* conn, const std::string& delivery_id, const Event& event) {
+bool apply_change(PGconn* conn, const Change& change, const StoreOptions& options,
+                  StoreResult& result) {
+    return std::visit(Applier{conn, options, result}, change);
+}
+
+void enqueue_writeback(PGconn* conn, const std::string& clerk_user_id) {
+    // A pending row keeps its schedule (a Clerk in trouble is not hammered
+    // by each new change); a row being sent sees the new generation and is
+    // sent again.
+    pg_exec(conn,
+            "INSERT INTO writeback (clerk_user_id) VALUES ($1) ON CONFLICT (clerk_user_id) "
+            "DO UPDATE SET generation = writeback.generation + 1",
+            {clerk_user_id});
+}
+
+StoreResult store_event(PGconn* conn, const std::string& delivery_id, const Event& event,
+                        const StoreOptions& options) {
     StoreResult result;
     bool handled = !std::holds_alternative<Unhandled>(event.change);
     PgTransaction tx(conn);
@@ -343,7 +389,7 @@ StoreResult store_event(PGconn* conn, const std::string& delivery_id, const Even
     }
     if (!handled) {
         result.outcome = Outcome::ignored;
-    } else if (!std::visit(Applier{conn, result}, event.change)) {
+    } else if (!std::visit(Applier{conn, options, result}, event.change)) {
         result.outcome = Outcome::stale;
         pg_exec(conn, "UPDATE webhook_events SET outcome = 'stale' WHERE id = $1", {delivery_id});
     }

@@ -317,5 +317,53 @@ TEST(EnvFile, BadLineNamesFileAndLine) {
     }
 }
 
+TEST(Config, ClerkApiKeys) {
+    Config d = load_config({}, {});
+    EXPECT_FALSE(d.clerk_api.enabled());
+    EXPECT_EQ(d.clerk_api.api_url, "https://api.clerk.com");
+    EXPECT_FALSE(d.clerk_api.writeback);
+    EXPECT_EQ(d.clerk_api.jwks_interval, 300);
+    Config c = load_config({{"SYNCD_CLERK_SECRET_KEY", "sk_test_abc123"},
+                            {"SYNCD_CLERK_API_URL", "http://127.0.0.1:8080/"},
+                            {"SYNCD_CLERK_WRITEBACK", "on"},
+                            {"SYNCD_CLERK_JWKS_INTERVAL", "90s"}},
+                           {});
+    EXPECT_TRUE(c.clerk_api.enabled());
+    EXPECT_EQ(c.clerk_api.secret_key, "sk_test_abc123");
+    EXPECT_EQ(c.clerk_api.api_url, "http://127.0.0.1:8080");
+    EXPECT_TRUE(c.clerk_api.writeback);
+    EXPECT_EQ(c.clerk_api.jwks_interval, 90);
+    // Write-back and the interval without the key: accepted, unused.
+    Config w =
+        load_config({{"SYNCD_CLERK_WRITEBACK", "on"}, {"SYNCD_CLERK_JWKS_INTERVAL", "5m"}}, {});
+    EXPECT_FALSE(w.clerk_api.enabled());
+    EXPECT_EQ(w.clerk_api.jwks_interval, 300);
+}
+
+TEST(Config, ClerkApiErrorsNameTheKeyAndNeverTheSecret) {
+    std::string e = error_of({{"SYNCD_CLERK_SECRET_KEY", "sk_live_SECRET value"}});
+    EXPECT_NE(e.find("SYNCD_CLERK_SECRET_KEY"), std::string::npos);
+    EXPECT_EQ(e.find("SECRET"), e.find("SECRET_KEY"));  // only in the key's name
+    EXPECT_EQ(e.find("sk_live"), std::string::npos);
+    EXPECT_NE(
+        error_of({{"SYNCD_CLERK_API_URL", "ftp://api.clerk.com"}}).find("SYNCD_CLERK_API_URL"),
+        std::string::npos);
+    EXPECT_NE(error_of({{"SYNCD_CLERK_API_URL", "https://"}}).find("no host"), std::string::npos);
+    EXPECT_NE(error_of({{"SYNCD_CLERK_API_URL", "https://u:p@api.clerk.com"}}).find("credentials"),
+              std::string::npos);
+    EXPECT_NE(error_of({{"SYNCD_CLERK_API_URL", "https://api.clerk.com/?x=1"}}).find("query"),
+              std::string::npos);
+    EXPECT_NE(error_of({{"SYNCD_CLERK_WRITEBACK", "maybe"}}).find("SYNCD_CLERK_WRITEBACK"),
+              std::string::npos);
+    EXPECT_NE(error_of({{"SYNCD_CLERK_JWKS_INTERVAL", "5s"}}).find("at least 10s"),
+              std::string::npos);
+    try {
+        require(load_config({}, {}), static_cast<int>(Need::clerk_api));
+        FAIL();
+    } catch (const ConfigError& err) {
+        EXPECT_NE(std::string(err.what()).find("SYNCD_CLERK_SECRET_KEY"), std::string::npos);
+    }
+}
+
 }  // namespace
 }  // namespace syncd
