@@ -2,7 +2,7 @@
 # `make bench`: what the session check costs, against plain nginx and against
 # what users of nginx + Node.js run today. See bench/README.md.
 #
-# Seven variants, each against its own nginx (one worker) on loopback:
+# The variants, each against its own nginx (one worker) on loopback:
 #   plain        location / { return 200 "ok"; }                    the limit
 #   cache        the module, session_cache_zone (shared-memory cache)
 #   nocache      the module, session_cache off: one HMGET of one key a request
@@ -16,6 +16,10 @@
 #   jwt_cache    Clerk RS256 session JWTs, verified claims and Redis overlay cached
 #   jwt_nocache  the same, session_cache off: verify + one Redis read a request
 #   jwt_verify   session_jwt_session off, no cache: RS256 verification alone
+#   ba_cache     better-auth mode (session_better_auth): signed cookies, the
+#                session's JSON at <token> as better-auth's secondaryStorage
+#                keeps it; session_cache_zone
+#   ba_nocache   the same, session_cache off: HMAC + one GET + JSON a request
 #
 # Environment (all optional):
 #   BENCH_SECONDS=10      measured seconds per variant
@@ -25,7 +29,7 @@
 #   BENCH_SESSIONS=1000   sessions seeded in Redis; wrk picks one at random
 #   BENCH_ROUNDS=1        rounds over all variants; the table shows, for each
 #                         variant, its least disturbed round (least 'other' CPU)
-#   BENCH_VARIANTS="plain cache nocache nocache_v1 nocache_tls authreq jwt_plain jwt_cache jwt_nocache jwt_verify"
+#   BENCH_VARIANTS="plain cache nocache nocache_v1 nocache_tls authreq jwt_plain jwt_cache jwt_nocache jwt_verify ba_cache ba_nocache"
 #   BENCH_JWT_TOKENS=20   distinct RS256 tokens in rotation (bench/jwt/mint.py)
 #   BENCH_JWT_LIFETIME=3600  their lifetime in seconds (exp is checked per request)
 #   BENCH_STRICT=0        1: exit 1 when a target is missed
@@ -49,7 +53,7 @@ BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-50}
 BENCH_THREADS=${BENCH_THREADS:-1}
 BENCH_SESSIONS=${BENCH_SESSIONS:-1000}
 BENCH_ROUNDS=${BENCH_ROUNDS:-1}
-BENCH_VARIANTS=${BENCH_VARIANTS:-plain cache nocache nocache_v1 nocache_tls authreq jwt_plain jwt_cache jwt_nocache jwt_verify}
+BENCH_VARIANTS=${BENCH_VARIANTS:-plain cache nocache nocache_v1 nocache_tls authreq jwt_plain jwt_cache jwt_nocache jwt_verify ba_cache ba_nocache}
 BENCH_JWT_TOKENS=${BENCH_JWT_TOKENS:-20}
 BENCH_JWT_LIFETIME=${BENCH_JWT_LIFETIME:-3600}
 BENCH_STRICT=${BENCH_STRICT:-0}
@@ -81,8 +85,11 @@ declare -A LABEL=(
   [jwt_cache]="JWT, cache"
   [jwt_nocache]="JWT, no cache"
   [jwt_verify]="JWT, verify only"
+  [ba_cache]="better-auth, cache"
+  [ba_nocache]="better-auth, no cache"
 )
 is_jwt() { [[ $1 == jwt_* ]]; }
+is_ba() { [[ $1 == ba_* ]]; }
 # The seeded sessions a variant's requests carry (bench/wrk/sessions.lua).
 session_prefix() { if [ "$1" = nocache_v1 ]; then echo legacy_; else echo bench_; fi; }
 # The ratio to the plain nginx that got the same requests (see the report).
@@ -95,8 +102,11 @@ same_ratio() { # same_ratio <variant>
     ratio "${RPS[$1]}" "${RPS[$base]}"
   fi
 }
-HAS_JWT=0
-for v in $BENCH_VARIANTS; do if is_jwt "$v"; then HAS_JWT=1; fi; done
+HAS_JWT=0 HAS_BA=0
+for v in $BENCH_VARIANTS; do
+  if is_jwt "$v"; then HAS_JWT=1; fi
+  if is_ba "$v"; then HAS_BA=1; fi
+done
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -114,8 +124,8 @@ for tool in "$NGINX" "$REDIS_SERVER" "$REDIS_CLI" "$WRK" "$NODE" curl taskset ge
 done
 for v in $BENCH_VARIANTS; do
   [ -n "${LABEL[$v]:-}" ] || die "unknown variant '$v' in BENCH_VARIANTS"
-  if [[ $v == cache || $v == nocache* || $v == jwt_* ]] && [ ! -f "$MODULE_SO" ]; then
-    die "$MODULE_SO not built (run 'make module'), or leave cache/nocache/jwt_* out of BENCH_VARIANTS"
+  if [[ $v == cache || $v == nocache* || $v == jwt_* || $v == ba_* ]] && [ ! -f "$MODULE_SO" ]; then
+    die "$MODULE_SO not built (run 'make module'), or leave cache/nocache/jwt_*/ba_* out of BENCH_VARIANTS"
   fi
 done
 if [ "$HAS_JWT" = 1 ]; then
@@ -313,6 +323,48 @@ if [ "$HAS_JWT" = 1 ]; then
   probe_token() { awk -v k="$1" -v f="$2" '$1 == k { print $f }' "$JWT_DIR/probes.txt"; }
 fi
 
+# --- better-auth variants: sessions as better-auth's secondaryStorage keeps them -
+# The key <token> holds {"session": {...}, "user": {...}} (docs/redis-contract.md);
+# the cookie is urlencode(<token>.<base64 HMAC-SHA256(secret, token)>), signed
+# here as better-auth signs it (no Node needed).
+BA_DIR=$TMP/better-auth
+if [ "$HAS_BA" = 1 ]; then
+  mkdir -p "$BA_DIR"
+  before=$("$REDIS_CLI" -p "$REDIS_PORT" dbsize)
+  "$PYTHON" - "$BA_DIR" "$BENCH_SESSIONS" <<'PY' || die "writing better-auth sessions failed"
+import base64, datetime, hashlib, hmac, json, os, sys, urllib.parse
+out, n = sys.argv[1], int(sys.argv[2])
+secret = base64.b64encode(os.urandom(32)).decode()
+expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
+expires = expires.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+def bulk(x):
+    x = x.encode()
+    return b"$%d\r\n%s\r\n" % (len(x), x)
+with open(os.path.join(out, "secret"), "w") as f:
+    f.write(secret + "\n")
+with open(os.path.join(out, "redis.resp"), "wb") as resp, \
+        open(os.path.join(out, "cookies.txt"), "w") as cookies, \
+        open(os.path.join(out, "absent.txt"), "w") as absent:
+    for i in range(1, n + 2):  # the last one is never stored: the "signed out" probe
+        token = "BenchBetterAuthToken%012d" % i
+        value = {"session": {"id": "ba_sess_%d" % i, "token": token, "userId": "ba_user_%d" % i,
+                             "expiresAt": expires, "ipAddress": "", "userAgent": "wrk"},
+                 "user": {"id": "ba_user_%d" % i, "email": "user%d@bench.example" % i,
+                          "name": "User %d" % i, "role": "user", "banned": False}}
+        sig = base64.b64encode(hmac.new(secret.encode(), token.encode(), hashlib.sha256).digest())
+        (cookies if i <= n else absent).write(
+            urllib.parse.quote("%s.%s" % (token, sig.decode()), safe="") + "\n")
+        if i <= n:
+            resp.write(b"*5\r\n" + b"".join(bulk(a) for a in
+                       ("SET", token, json.dumps(value), "EX", "3600")))
+PY
+  "$REDIS_CLI" -p "$REDIS_PORT" --pipe <"$BA_DIR/redis.resp" >/dev/null || die "seeding better-auth sessions failed"
+  [ "$("$REDIS_CLI" -p "$REDIS_PORT" dbsize)" = $(( before + BENCH_SESSIONS )) ] \
+    || die "Redis does not hold the better-auth sessions expected"
+  export BENCH_BA_COOKIE_FILE=$BA_DIR/cookies.txt
+  ba_cookie() { sed -n "${1}p" "$BA_DIR/cookies.txt"; }
+fi
+
 # --- nginx configurations ------------------------------------------------------
 affinity_mask() { # worker_cpu_affinity bitmask for core $1: 1 followed by $1 zeros
   local m=1 i
@@ -368,6 +420,21 @@ write_conf() { # write_conf <variant> <dir> <port>
             session_jwt_issuer https://clerk.bench.example;
             session_jwt_authorized_parties https://app.bench.example;
             session_jwt_session $mode;
+            $cache
+            $(protected_content session_user_id)
+        }" ;;
+    ba_cache|ba_nocache)
+      load="load_module $MODULE_SO;"
+      http="session_redis 127.0.0.1:$REDIS_PORT timeout=1s;"
+      local cache="session_cache off;"
+      if [ "$v" = ba_cache ]; then
+        http="$http
+    session_cache_zone sessions:16m ttl=30s;"
+        cache="session_cache sessions;"
+      fi
+      locations="location / {
+            session_check on;
+            session_better_auth secret_file=$BA_DIR/secret;
             $cache
             $(protected_content session_user_id)
         }" ;;
@@ -484,6 +551,19 @@ sanity() { # sanity <variant> <port>
     return
   fi
   local n=$(( BENCH_SESSIONS > 1 ? 2 : 1 ))
+  if is_ba "$v"; then
+    local c1 tampered
+    c1=$(ba_cookie 1)
+    tampered=${c1:0:${#c1}-10}AAAAAAA%3D   # the signature's end changed
+    expect "better-auth cookie 1" "$(http_probe "$port" -b "better-auth.session_token=$c1")" "200 ba_user_1 GIF*"
+    expect "better-auth cookie $n" "$(http_probe "$port" -b "better-auth.session_token=$(ba_cookie "$n")")" \
+      "200 ba_user_$n GIF*"
+    expect "tampered signature" "$(http_probe "$port" -b "better-auth.session_token=$tampered")" "401 *"
+    expect "signed, not in Redis" \
+      "$(http_probe "$port" -b "better-auth.session_token=$(cat "$BA_DIR/absent.txt")")" "401 *"
+    expect "no token" "$(http_probe "$port")" "401 *"
+    return
+  fi
   local p
   p=$(session_prefix "$v")
   expect "cookie sessionId=${p}1" "$(http_probe "$port" -H "Cookie: sessionId=${p}1")" "200 user_1 GIF*"
@@ -512,6 +592,7 @@ run_wrk() { # run_wrk <variant> <port> <seconds> <outfile>; appends wrk's CPU ti
   BENCH_SESSION_PREFIX=$(session_prefix "$v")
   export BENCH_SESSION_PREFIX
   is_jwt "$v" && script=jwt.lua
+  is_ba "$v" && script=better_auth.lua
   local cmd=("$WRK" -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"${secs}s" --latency
              -s "$BENCH_DIR/wrk/$script" "http://127.0.0.1:$port/")
   [ "$PIN" = 1 ] && cmd=(taskset -c "$WRK_CORE" "${cmd[@]}")
@@ -676,6 +757,9 @@ if [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]; then REV
   echo "      Cookie sessionId=bench_<n> (legacy_<n> for nocache_v1), n random in 1..$BENCH_SESSIONS (bench/wrk/sessions.lua)"
   if [ "$HAS_JWT" = 1 ]; then
     echo "      jwt_*: Authorization: Bearer <one of $BENCH_JWT_TOKENS Clerk-shaped RS256 tokens, 2048-bit key>, at random (bench/wrk/jwt.lua)"
+  fi
+  if [ "$HAS_BA" = 1 ]; then
+    echo "      ba_*: Cookie better-auth.session_token=<one of $BENCH_SESSIONS signed cookies>, at random (bench/wrk/better_auth.lua)"
   fi
   if [ "$PIN" = 1 ]; then
     servers="redis-server cpus $(affinity "$REDIS_PID")${NODE_PID:+, node cpus $(affinity "$NODE_PID")}"

@@ -43,6 +43,11 @@ class JwtKeys {
     // malformed, holds no usable key, or a key is RSA under 2048 bits.
     bool add(std::string_view content, std::string& error);
 
+    // Appends `other`'s keys (sharing their EVP_PKEYs), except those whose
+    // kid this set already has: the keys added first win (session_jwt_keys
+    // files before the set read from Redis).
+    void merge(const JwtKeys& other);
+
     std::size_t size() const noexcept { return keys_.size(); }
     const std::vector<Key>& keys() const noexcept { return keys_; }
 

@@ -323,6 +323,17 @@ bool JwtKeys::add(std::string_view content, std::string& error) {
     return true;
 }
 
+void JwtKeys::merge(const JwtKeys& other) {
+    const std::size_t own = keys_.size();
+    for (const auto& key : other.keys_) {
+        bool shadowed = false;
+        for (std::size_t i = 0; i < own && !key.kid.empty(); ++i) {
+            shadowed = shadowed || keys_[i].kid == key.kid;
+        }
+        if (!shadowed) keys_.push_back(key);
+    }
+}
+
 std::array<unsigned char, 32> JwtKeys::fingerprint() const {
     std::array<unsigned char, 32> digest{};
     MdCtxPtr ctx(EVP_MD_CTX_new());

@@ -110,6 +110,12 @@ std::string format_prometheus(const MetricsSnapshot& snapshot) {
     append_single(out, "nginx_session_redis_ask_total",
                   "ASK redirections from Redis Cluster (a slot being migrated).", "counter",
                   snapshot.redis_ask);
+    append_single(out, "nginx_session_jwks_reads_total",
+                  "Reads of the key set in Redis (session_jwt_keys redis) answered.", "counter",
+                  snapshot.jwks_reads);
+    append_single(out, "nginx_session_jwks_failures_total",
+                  "Reads of the key set that failed, or sets refused as malformed.", "counter",
+                  snapshot.jwks_failures);
 
     constexpr std::string_view kLatency = "nginx_session_redis_lookup_seconds";
     append_header(out, kLatency, "Latency of Redis session lookups.", "histogram");

@@ -39,6 +39,8 @@ struct MetricsSnapshot {
     std::uint64_t redis_failovers = 0;
     std::uint64_t redis_moved = 0;
     std::uint64_t redis_ask = 0;
+    std::uint64_t jwks_reads = 0;     // session_jwt_keys redis: GETs answered
+    std::uint64_t jwks_failures = 0;  // GETs failed, or sets refused as malformed
     // sentinel://: each primary (host:port) and how many workers last
     // verified it.
     std::vector<std::pair<std::string, std::uint64_t>> primaries;
@@ -57,6 +59,7 @@ struct MetricsSnapshot {
 //   nginx_session_redis_failovers_total            counter
 //   nginx_session_redis_primary_info{address=}     gauge (workers on it)
 //   nginx_session_redis_moved_total / _ask_total   counter
+//   nginx_session_jwks_reads_total / _failures_total counter
 //   nginx_session_redis_lookup_seconds             histogram (le in seconds)
 std::string format_prometheus(const MetricsSnapshot& snapshot);
 

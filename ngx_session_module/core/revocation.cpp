@@ -8,6 +8,9 @@ std::optional<Revocation> parse_revocation(std::string_view message) noexcept {
     constexpr std::string_view kSession = "session ";
     constexpr std::string_view kUser = "user ";
     Revocation revocation{RevocationKind::session, {}};
+    if (message == "keys") {
+        return Revocation{RevocationKind::keys, {}};
+    }
     if (message.substr(0, kSession.size()) == kSession) {
         revocation.id = message.substr(kSession.size());
     } else if (message.substr(0, kUser.size()) == kUser) {

@@ -1,5 +1,6 @@
 // Messages on the revocation channel (docs/redis-contract.md):
-// "session <session id>" or "user <user id>".
+// "session <session id>", "user <user id>", or "keys" (the key set at
+// <prefix>jwks changed: session_jwt_keys redis).
 #pragma once
 
 #include <optional>
@@ -7,11 +8,14 @@
 
 namespace session::core {
 
-enum class RevocationKind { session, user };
+// deleted_key: not a message on the channel but Redis's keyspace
+// notification that a key was deleted or expired (better-auth mode); `id`
+// is the key.
+enum class RevocationKind { session, user, keys, deleted_key };
 
 struct Revocation {
     RevocationKind kind;
-    std::string_view id;  // a view into the message
+    std::string_view id;  // a view into the message; empty for keys
 };
 
 // nullopt for anything else: an unknown kind, a missing or empty id, an id

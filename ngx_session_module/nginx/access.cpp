@@ -7,6 +7,7 @@
 #include "core/flat_record.hpp"
 #include "core/overlay.hpp"
 #include "core/token.hpp"
+#include "nginx/better_auth.hpp"
 #include "nginx/cache_zone.hpp"
 #include "nginx/clerk_handshake.hpp"
 #include "nginx/jwt_access.hpp"
@@ -58,14 +59,14 @@ std::optional<std::string_view> find_cookie_in_request(ngx_http_request_t* r,
 namespace {
 
 // The first configured source present in the request wins, valid or not;
-// `kind` says which it was. An empty value is absent: a stale `__session=`
+// `which` says which it was. An empty value is absent: a stale `__session=`
 // left by a sign-out must not shadow a valid Bearer token behind it.
 std::optional<std::string_view> extract_token(ngx_http_request_t* r, const LocConf* lcf,
-                                              TokenSourceKind* kind) noexcept {
+                                              const TokenSource** which) noexcept {
     auto* sources = static_cast<TokenSource*>(lcf->token_sources->elts);
     for (ngx_uint_t i = 0; i < lcf->token_sources->nelts; ++i) {
         const TokenSource& source = sources[i];
-        *kind = source.kind;
+        *which = &source;
         switch (source.kind) {
             case TokenSourceKind::cookie:
                 if (auto v = find_cookie_in_request(r, to_view(source.name)); v && !v->empty()) {
@@ -278,6 +279,9 @@ ngx_int_t judge(ngx_http_request_t* r, RequestCtx* ctx, const unsigned char* fla
                 std::size_t flat_len, bool from_stale, bool fields_checked) noexcept {
     if (ctx->jwt) {
         return jwt_judge(r, ctx, flat, flat_len, from_stale);
+    }
+    if (ctx->better_auth) {
+        return better_auth_judge(r, ctx, flat, flat_len, from_stale, fields_checked);
     }
     if (!core::flat_decode(flat, flat_len, ctx->record)) {
         return conclude(r, ctx, Outcome::error);
@@ -520,8 +524,8 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
         }
     }
 
-    TokenSourceKind source = TokenSourceKind::cookie;
-    std::optional<std::string_view> token = extract_token(r, lcf, &source);
+    const TokenSource* which = nullptr;
+    std::optional<std::string_view> token = extract_token(r, lcf, &which);
     if (!token) {
         if (lcf->jwt.keys != nullptr && lcf->jwt.handshake.len > 0) {
             core::HandshakeInput input;
@@ -531,6 +535,10 @@ ngx_int_t start_check(ngx_http_request_t* r, const LocConf* lcf) noexcept {
             }
         }
         return conclude(r, ctx, Outcome::missing);
+    }
+    TokenSourceKind source = which->kind;
+    if (is_better_auth_source(lcf, *which)) {
+        return better_auth_check(r, ctx, lcf, *token);
     }
     if (lcf->jwt.keys != nullptr && token->size() <= core::kMaxTokenLength &&
         core::has_two_dots(*token)) {

@@ -48,7 +48,13 @@ struct RequestCtx {
     const unsigned char* claims_flat;
     std::size_t claims_flat_len;
     core::SessionClaims claims;
-    ngx_str_t overlay_key;  // cache key of the overlay entry
+    ngx_str_t overlay_key;  // cache key of the overlay entry, or of the better-auth entry
+    // better-auth mode (better_auth_access.cpp): `token` is the verified
+    // session token, `session_key` its Redis key, `flat` a
+    // core::overlay_flat_* of better-auth's session id (a view into it here)
+    // and the record.
+    bool better_auth;
+    ngx_str_t better_auth_session_id;
 };
 
 ngx_int_t access_handler(ngx_http_request_t* r) noexcept;

@@ -22,7 +22,7 @@ constexpr ngx_msec_t kLruMoveInterval = 1000;  // see copy_out()
 
 // What an entry's digest is a digest of: keeps the namespaces apart even if
 // two digests computed differently were ever equal.
-enum KeyKind : u_char { kOpaqueKey = 0, kOverlayKey = 1, kClaimsKey = 2 };
+enum KeyKind : u_char { kOpaqueKey = 0, kOverlayKey = 1, kClaimsKey = 2, kBetterAuthKey = 3 };
 
 // Everything below lives in shared memory: plain data, and pointers only
 // into this zone, which is mapped at the same address in every worker
@@ -115,7 +115,10 @@ EntryKey key_of(const CacheZone* z, std::string_view key) noexcept {
         k.usable = true;
         return k;
     }
-    k.kind = !key.empty() && key.front() == kOverlayKeyTag ? kOverlayKey : kOpaqueKey;
+    k.kind = key.empty()                        ? kOpaqueKey
+             : key.front() == kOverlayKeyTag    ? kOverlayKey
+             : key.front() == kBetterAuthKeyTag ? kBetterAuthKey
+                                                : kOpaqueKey;
     // SHA-256 over the zone's secret then the key: a keyed digest (no
     // length extension matters, digests never leave the zone).
     k.usable = core::token_digest(z->secret, key, k.digest);
@@ -378,6 +381,14 @@ bool user_of(const CacheZone* z, const EntryKey& key, const unsigned char* flat,
     }
     if (key.kind == kOverlayKey) {
         if (!core::overlay_flat_subject(flat, flat_len, user_id)) return false;
+    } else if (key.kind == kBetterAuthKey) {
+        // The subject is the session id; the user is the record's.
+        std::string_view session_id;
+        core::LookupRecord record;
+        if (!core::overlay_flat_decode(flat, flat_len, session_id, record)) return false;
+        auto id = record.get(core::SessionField::user_id);
+        if (!id) return false;
+        user_id = *id;
     } else {
         core::LookupRecord record;
         if (!core::flat_decode(flat, flat_len, record)) return false;

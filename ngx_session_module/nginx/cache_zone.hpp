@@ -18,6 +18,9 @@ namespace session::ngx {
 // no token starts with (tokens are printable).
 inline constexpr char kOverlayKeyTag = '\x01';  // + session id: core::overlay_flat_*
 inline constexpr char kClaimsKeyTag = '\x02';   // + token digest: flat claims
+// + <key_prefix><token>: a better-auth session, core::overlay_flat_* of its
+// session id and record (better_auth_access.cpp)
+inline constexpr char kBetterAuthKeyTag = '\x03';
 
 // Parses `session_cache_zone NAME:SIZE [ttl=] [negative_ttl=] [stale=]`;
 // `conf` is the MainConf, whose cache_zones lists every zone.

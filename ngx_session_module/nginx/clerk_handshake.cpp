@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/token.hpp"
+#include "nginx/jwt_key_store.hpp"
 
 namespace session::ngx {
 namespace {
@@ -100,9 +101,9 @@ ngx_int_t refuse_handshake(ngx_http_request_t* r, RequestCtx* ctx, const char* w
 ngx_int_t resolve(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lcf,
                   std::string_view token) {
     std::vector<std::string> directives;
-    core::JwtError error =
-        core::verify_handshake_token(token, *lcf->jwt.keys, static_cast<std::int64_t>(ngx_time()),
-                                     static_cast<std::int64_t>(lcf->jwt.leeway), directives);
+    core::JwtError error = core::verify_handshake_token(
+        token, *jwt_verify_keys(lcf).keys, static_cast<std::int64_t>(ngx_time()),
+        static_cast<std::int64_t>(lcf->jwt.leeway), directives);
     if (error != core::JwtError::none) {
         std::string why = "handshake token ";
         why += core::jwt_error_name(error);

@@ -56,12 +56,16 @@ struct RedisConf {
     // cluster:// unless given: each node's own host is used then.
     ngx_str_t server_name;
     ngx_flag_t tls_verify;  // the chain and server_name (tls_verify=off: neither)
+    // Some location has session_better_auth: the revocation subscriber also
+    // hears Redis's keyspace notifications of deleted and expired keys.
+    ngx_flag_t key_events;
 };
 
 struct MainConf {
     RedisConf redis;
     ngx_shm_zone_t* metrics_zone;  // created with session_redis
     ngx_array_t* cache_zones;      // of ngx_shm_zone_t*, every session_cache_zone
+    ngx_shm_zone_t* jwks_zone;     // session_jwt_keys redis (jwt_key_store.hpp); else nullptr
 };
 
 enum class TokenSourceKind : ngx_uint_t { cookie, header, bearer };
@@ -76,6 +80,7 @@ enum FailMode : ngx_uint_t { kFailClosed = 0, kFailOpen = 1 };
 // JWT mode of a location (session_jwt_*): set when it has keys.
 struct JwtConf {
     const core::JwtKeys* keys;        // nullptr: JWTs are opaque tokens here
+    ngx_flag_t redis_keys;            // `redis` among them: also the set at <prefix>jwks
     ngx_str_t issuer;                 // exact iss
     ngx_array_t* authorized_parties;  // of std::string_view; nullptr: azp not checked
     time_t leeway;                    // seconds
@@ -85,6 +90,14 @@ struct JwtConf {
     // SHA-256 of the keys' fingerprint and the role claim: what a cached
     // verdict was made by (see core::token_digest).
     std::array<unsigned char, 32> verifier;
+};
+
+// better-auth mode of a location (session_better_auth): set when it has
+// secrets.
+struct BetterAuthConf {
+    ngx_array_t* secrets;  // of std::string_view, into conf memory; nullptr: off
+    ngx_str_t cookie;      // the cookie name (also accepted with "__Secure-")
+    ngx_str_t key_prefix;  // prepended to the token for the Redis key
 };
 
 struct LocConf {
@@ -101,6 +114,7 @@ struct LocConf {
     ngx_array_t* required_org_roles;    // of std::string_view
     ngx_array_t* required_permissions;  // of std::string_view
     ngx_array_t* strip_headers;         // of StripName (strip_headers.hpp)
+    BetterAuthConf better_auth;
 };
 
 inline MainConf* main_conf(ngx_http_request_t* r) noexcept {

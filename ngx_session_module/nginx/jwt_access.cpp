@@ -3,9 +3,11 @@
 #include <string>
 
 #include "core/flat_record.hpp"
+#include "core/jwt_key_source.hpp"
 #include "core/overlay.hpp"
 #include "nginx/cache_zone.hpp"
 #include "nginx/clerk_handshake.hpp"
+#include "nginx/jwt_key_store.hpp"
 #include "nginx/metrics_zone.hpp"
 #include "nginx/redis_link.hpp"
 
@@ -88,11 +90,12 @@ struct ClaimsKey {
 // token that finds the entry either is that token or carries its signature,
 // and then gets exactly the claims that signature vouches for (the policy
 // and the clock are checked again on every use).
-ClaimsKey claims_key(const LocConf* lcf, std::string_view token) noexcept {
+ClaimsKey claims_key(const LocConf* lcf, const std::array<unsigned char, 32>& verifier,
+                     std::string_view token) noexcept {
     ClaimsKey key;
     std::array<unsigned char, 32> digest;
     std::string_view signature = token.substr(token.rfind('.') + 1);
-    if (lcf->cache_zone != nullptr && core::token_digest(lcf->jwt.verifier, signature, digest)) {
+    if (lcf->cache_zone != nullptr && core::token_digest(verifier, signature, digest)) {
         key.bytes[0] = static_cast<u_char>(kClaimsKeyTag);
         ngx_memcpy(key.bytes + 1, digest.data(), digest.size());
         key.usable = true;
@@ -103,8 +106,8 @@ ClaimsKey claims_key(const LocConf* lcf, std::string_view token) noexcept {
 // The claims of `token` into ctx: from the cache, or verified now
 // (`*verified_now`; the signature is what costs).
 JwtError obtain_claims(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lcf,
-                       std::string_view token, const ClaimsKey& key, bool* verified_now,
-                       bool* not_jwt) noexcept {
+                       const core::JwtKeys& keys, std::string_view token, const ClaimsKey& key,
+                       bool* verified_now, bool* not_jwt) noexcept {
     *verified_now = false;
     if (key.usable) {
         CacheRead cached = cache_get(lcf->cache_zone, key.view(), r->pool);
@@ -124,8 +127,7 @@ JwtError obtain_claims(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lc
     static std::string flat;
     JwtError error;
     try {
-        error =
-            core::verify_session_token(token, *lcf->jwt.keys, to_view(lcf->jwt.role_claim), flat);
+        error = core::verify_session_token(token, keys, to_view(lcf->jwt.role_claim), flat);
     } catch (...) {
         error = JwtError::malformed;  // out of memory: refuse, never pass
     }
@@ -209,18 +211,39 @@ ngx_int_t read_overlay(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lc
     return await_lookup(r, ctx);
 }
 
+// The key set was read again (session_jwt_keys redis) for a token of an
+// unknown kid: verify it once more; it is refused this time if its kid is
+// still unknown (the read was just made).
+void resume_after_keys(ngx_http_request_t* r, RequestCtx* ctx, std::string_view token,
+                       bool from_cookie) noexcept {
+    bool not_jwt = false;
+    jwt_check(r, ctx, loc_conf(r), token, from_cookie, &not_jwt);
+    if (not_jwt) {
+        conclude(r, ctx, Outcome::invalid);  // cannot be: it was a JWT before
+    }
+    // Else concluded, or waiting for the overlay read, whose callback resumes.
+    if (ctx->done) {
+        resume_request(r);
+    }
+}
+
 }  // namespace
 
 ngx_int_t jwt_check(ngx_http_request_t* r, RequestCtx* ctx, const LocConf* lcf,
                     std::string_view token, bool from_cookie, bool* not_jwt) noexcept {
     ctx->jwt = true;
-    ClaimsKey key = claims_key(lcf, token);
+    VerifyKeys verify = jwt_verify_keys(lcf);
+    ClaimsKey key = claims_key(lcf, *verify.verifier, token);
     bool verified_now = false;
-    JwtError error = obtain_claims(r, ctx, lcf, token, key, &verified_now, not_jwt);
+    JwtError error = obtain_claims(r, ctx, lcf, *verify.keys, token, key, &verified_now, not_jwt);
     if (*not_jwt) {
         return NGX_DECLINED;
     }
     if (error != JwtError::none) {
+        if (lcf->jwt.redis_keys && core::may_be_unknown_kid(error, verify.kidless) &&
+            jwks_wait_for_read(r, ctx, token, from_cookie, resume_after_keys)) {
+            return NGX_AGAIN;
+        }
         return refuse(r, ctx, lcf, error, from_cookie, nullptr);
     }
     std::int64_t now = static_cast<std::int64_t>(ngx_time());

@@ -3,6 +3,8 @@
 #include <new>
 #include <string>
 
+#include "nginx/jwt_key_store.hpp"
+
 namespace session::ngx {
 namespace {
 
@@ -110,7 +112,7 @@ void init_jwt_conf(JwtConf* jwt) noexcept {
     // issuer, role_claim, handshake: {0, nullptr} from pcalloc is unset.
 }
 
-// session_jwt_keys FILE ...
+// session_jwt_keys FILE ... | redis (files and redis may be combined)
 char* jwt_keys_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
     JwtConf& jwt = loc(conf)->jwt;
     if (jwt.keys != NGX_CONF_UNSET_PTR) {
@@ -124,6 +126,22 @@ char* jwt_keys_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcep
     cln->handler = destroy_keys;
     for (ngx_uint_t i = 1; i < cf->args->nelts; ++i) {
         ngx_str_t name = args(cf)[i];
+        if (to_view(name) == "redis") {
+            // The set at <prefix>jwks (a file named redis: ./redis).
+            if (jwt.redis_keys) {
+                return invalid_value(cf, cmd, name, ", it is given twice");
+            }
+            auto* mcf =
+                static_cast<MainConf*>(ngx_http_conf_get_module_main_conf(cf, ngx_session_module));
+            if (mcf->jwks_zone == nullptr) {
+                mcf->jwks_zone = add_jwks_zone(cf);
+                if (mcf->jwks_zone == nullptr) {
+                    return kConfError;
+                }
+            }
+            jwt.redis_keys = 1;
+            continue;
+        }
         std::string content;
         if (!read_key_file(cf, cmd, &name, content)) {
             return kConfError;
@@ -269,6 +287,9 @@ char* word_list_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexce
 }
 
 char* merge_jwt_conf(ngx_conf_t* cf, JwtConf* prev, JwtConf* conf) noexcept {
+    if (conf->keys == NGX_CONF_UNSET_PTR) {
+        conf->redis_keys = prev->redis_keys;  // the sources come as one
+    }
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, nullptr);
     ngx_conf_merge_ptr_value(conf->authorized_parties, prev->authorized_parties, nullptr);
     ngx_conf_merge_value(conf->leeway, prev->leeway, 5);
@@ -285,6 +306,16 @@ char* merge_jwt_conf(ngx_conf_t* cf, JwtConf* prev, JwtConf* conf) noexcept {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"session_jwt_keys\" is set, but no \"session_jwt_issuer\"");
         return kConfError;
+    }
+    if (conf->redis_keys) {
+        auto* mcf =
+            static_cast<MainConf*>(ngx_http_conf_get_module_main_conf(cf, ngx_session_module));
+        if (!mcf->redis.configured) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"session_jwt_keys\" has \"redis\", but no \"session_redis\" is "
+                               "set in the http block");
+            return kConfError;
+        }
     }
     std::array<unsigned char, 32> keys_fingerprint;
     try {

@@ -8,6 +8,7 @@
 
 #include "core/metrics_text.hpp"
 #include "nginx/conf.hpp"
+#include "nginx/jwt_key_store.hpp"
 
 namespace session::ngx {
 namespace {
@@ -132,6 +133,7 @@ core::MetricsSnapshot snapshot() noexcept {
     s.redis_failovers = g_metrics->failovers;
     s.redis_moved = g_metrics->moved;
     s.redis_ask = g_metrics->ask;
+    jwks_counters(s.jwks_reads, s.jwks_failures);
     // A worker that died without exit_process leaves its row behind; count
     // only rows whose process still runs.
     for (auto& slot : g_metrics->workers) {

@@ -9,9 +9,11 @@
 
 #include "core/token.hpp"
 #include "nginx/access.hpp"
+#include "nginx/better_auth.hpp"
 #include "nginx/cache_zone.hpp"
 #include "nginx/conf.hpp"
 #include "nginx/jwt_directives.hpp"
+#include "nginx/jwt_key_store.hpp"
 #include "nginx/metrics_zone.hpp"
 #include "nginx/redis_directive.hpp"
 #include "nginx/redis_link.hpp"
@@ -194,6 +196,8 @@ ngx_command_t kCommands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, required_permissions), nullptr},
     {ngx_string("session_strip_headers"), kAnyLevel | NGX_CONF_1MORE, strip_headers_directive,
      NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
+    {ngx_string("session_better_auth"), kAnyLevel | NGX_CONF_1MORE, better_auth_directive,
+     NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
     ngx_null_command,
 };
 
@@ -254,6 +258,16 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent_ptr, void* child_ptr) noexcept
     }
     if (merge_jwt_conf(cf, &prev->jwt, &conf->jwt) != NGX_CONF_OK) {
         return kConfError;
+    }
+    merge_better_auth_conf(&prev->better_auth, &conf->better_auth);
+    if (conf->token_sources == nullptr && conf->better_auth.secrets != nullptr &&
+        (prev->token_sources == nullptr ||
+         conf->better_auth.secrets != prev->better_auth.secrets)) {
+        // better-auth mode without session_token: better-auth's cookie.
+        conf->token_sources = better_auth_token_sources(cf, conf->better_auth);
+        if (conf->token_sources == nullptr) {
+            return kConfError;
+        }
     }
     if (conf->token_sources == nullptr) {
         conf->token_sources =
@@ -325,6 +339,10 @@ ngx_int_t postconfiguration(ngx_conf_t* cf) noexcept {
 const MainConf* g_main_conf = nullptr;  // this worker's, for revocations
 
 void drop_revoked(const core::Revocation& revocation) noexcept {
+    if (revocation.kind == core::RevocationKind::keys) {
+        jwks_reload();  // one GET here; the other workers follow the shared zone
+        return;
+    }
     if (g_main_conf == nullptr || g_main_conf->cache_zones == nullptr) {
         return;
     }
@@ -332,6 +350,8 @@ void drop_revoked(const core::Revocation& revocation) noexcept {
     for (ngx_uint_t i = 0; i < g_main_conf->cache_zones->nelts; ++i) {
         if (revocation.kind == core::RevocationKind::session) {
             cache_remove(zones[i], revocation.id);
+        } else if (revocation.kind == core::RevocationKind::deleted_key) {
+            better_auth_key_deleted(zones[i], revocation.id);
         } else {
             cache_remove_user(zones[i], revocation.id);
         }
@@ -342,6 +362,7 @@ void drop_revoked(const core::Revocation& revocation) noexcept {
 // cached entry is fresh any more. Each still serves as stale while Redis
 // cannot answer.
 void expire_cached() noexcept {
+    jwks_reload();  // a `keys` message may have been missed too
     if (g_main_conf == nullptr || g_main_conf->cache_zones == nullptr) {
         return;
     }
@@ -368,14 +389,17 @@ ngx_int_t init_process(ngx_cycle_t* cycle) noexcept {
     register_worker();
     g_main_conf = mcf;
     // The cache zones are shared: one subscriber (worker 0) drops revoked
-    // entries for every worker.
-    bool subscribe = mcf->cache_zones != nullptr && mcf->cache_zones->nelts > 0 &&
-                     (ngx_worker == 0 || ngx_process == NGX_PROCESS_SINGLE);
+    // entries for every worker, and reads a new key set for all of them.
+    bool listens =
+        (mcf->cache_zones != nullptr && mcf->cache_zones->nelts > 0) || mcf->jwks_zone != nullptr;
+    bool subscribe = listens && (ngx_worker == 0 || ngx_process == NGX_PROCESS_SINGLE);
     redis_start(cycle, mcf, subscribe ? drop_revoked : nullptr, expire_cached);
+    jwks_start(cycle, mcf);
     return NGX_OK;
 }
 
 void exit_process(ngx_cycle_t*) noexcept {
+    jwks_stop();
     redis_stop();
     unregister_worker();
     g_main_conf = nullptr;
@@ -391,6 +415,7 @@ ngx_int_t init_module(ngx_cycle_t* cycle) noexcept {
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
                       "session_redis: reload with master_process off is not supported, "
                       "the Redis connection is closed: restart nginx");
+        jwks_stop();
         redis_stop();
         unregister_worker();
         g_main_conf = nullptr;

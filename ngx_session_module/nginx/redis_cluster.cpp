@@ -292,6 +292,8 @@ class Cluster {
                 return link->send_hmget(on_reply, part->key, core::kUserFieldNames, part);
             case FieldSet::session:
                 return link->send_hmget(on_reply, part->key, core::kSessionFieldNames, part);
+            case FieldSet::string:
+                return link->send_get(on_reply, part->key, part);
         }
         return false;
     }

@@ -36,6 +36,7 @@ enum class FieldSet : std::uint8_t {
     session_read,  // core::kSessionReadFieldNames (the opaque check)
     user,          // core::kUserFieldNames
     session,       // core::kSessionFieldNames (the overlay's session half)
+    string,        // not an HMGET: GET of a STRING (session_jwt_keys redis)
 };
 
 // From Link: a node's lookup connection was lost or could not be opened:

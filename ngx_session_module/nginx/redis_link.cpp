@@ -230,10 +230,21 @@ void Link::send_handshake() noexcept {
             end = ngx_cpymem(end, kRevocationChannel.data(), kRevocationChannel.size());
             len = end - channel;
         }
-        const char* argv[] = {"SUBSCRIBE", reinterpret_cast<const char*>(channel)};
-        std::size_t argvlen[] = {9, len};
+        // better-auth mode: Redis's notifications of deleted and expired
+        // keys (notify-keyspace-events with E, g and x), whose message is
+        // the key. Keyevent rather than keyspace channels: only these two
+        // events reach us, not one message per write to the database.
+        // Subscribing costs nothing when notifications are off.
+        u_char del[64], expired[64];
+        int db = conf_->db >= 0 ? static_cast<int>(conf_->db) : 0;
+        std::size_t del_len = ngx_sprintf(del, "__keyevent@%d__:del", db) - del;
+        std::size_t expired_len = ngx_sprintf(expired, "__keyevent@%d__:expired", db) - expired;
+        const char* argv[] = {"SUBSCRIBE", reinterpret_cast<const char*>(channel),
+                              reinterpret_cast<const char*>(del),
+                              reinterpret_cast<const char*>(expired)};
+        std::size_t argvlen[] = {9, len, del_len, expired_len};
         // Every reply after this one is a message: all go to the callback.
-        conn_.send(on_channel_message, this, 2, argv, argvlen, true);
+        conn_.send(on_channel_message, this, conf_->key_events ? 4 : 2, argv, argvlen, true);
         return;
     }
     const char* touch_argv[] = {"SCRIPT", "LOAD", core::kTouchScript.data()};
@@ -476,6 +487,9 @@ void Link::on_channel_message(void* link, redisReply* reply, void*) noexcept {
     }
     std::string_view kind(reply->element[0]->str, reply->element[0]->len);
     if (kind == "subscribe") {
+        if (reply->element[2]->type == REDIS_REPLY_INTEGER && reply->element[2]->integer > 1) {
+            return;  // the keyevent channels of the same SUBSCRIBE (better-auth mode)
+        }
         if (self->subscribed_once_ && self->on_resubscribe_ != nullptr) {
             ngx_log_error(NGX_LOG_NOTICE, self->log_, 0,
                           "session_redis %V: revocation channel subscribed again: revocations "
@@ -492,6 +506,12 @@ void Link::on_channel_message(void* link, redisReply* reply, void*) noexcept {
         return;
     }
     std::string_view payload(reply->element[2]->str, reply->element[2]->len);
+    if (reply->element[1]->type == REDIS_REPLY_STRING &&
+        std::string_view(reply->element[1]->str, reply->element[1]->len).substr(0, 11) ==
+            "__keyevent@") {
+        self->on_revocation_(core::Revocation{core::RevocationKind::deleted_key, payload});
+        return;
+    }
     if (auto revocation = core::parse_revocation(payload)) {
         self->on_revocation_(*revocation);
     } else {

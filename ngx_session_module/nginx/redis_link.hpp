@@ -76,6 +76,14 @@ Lookup* redis_lookup_user(std::string_view user_key, Lookup* first, void* owner,
 Lookup* redis_overlay(std::string_view session_key, std::string_view user_key, void* owner,
                       OverlayDone done) noexcept;
 
+// session_jwt_keys redis: GET of `key` (the key set, a STRING), with the
+// same contract as redis_lookup (nullptr when it cannot be sent now).
+Lookup* redis_get(std::string_view key, void* owner, LookupDone done) noexcept;
+
+// better-auth mode's check: GET of `key` (a session's JSON), as redis_get
+// but observed in the lookup latency histogram as any check is.
+Lookup* redis_lookup_string(std::string_view key, void* owner, LookupDone done) noexcept;
+
 // The owner is going away: `done` will not be called for this lookup. The
 // link frees the lookup when its reply (or failure) arrives.
 void redis_detach(Lookup* lookup) noexcept;

@@ -138,6 +138,7 @@ class Link {
                    LookupDone done) noexcept;
     Lookup* overlay(std::string_view session_key, std::string_view user_key, void* owner,
                     OverlayDone done) noexcept;
+    Lookup* get(std::string_view key, void* owner, LookupDone done) noexcept;
     void touch(std::string_view session_key, std::int64_t now_ms,
                std::int64_t interval_ms) noexcept;
 
@@ -177,6 +178,12 @@ class Link {
             argvlen[i + 2] = fields[i].size();
         }
         return command(fn, privdata, static_cast<int>(N + 2), argv, argvlen);
+    }
+    // GET of `key` (session_jwt_keys redis).
+    bool send_get(RedisReplyFn fn, std::string_view key, void* privdata) noexcept {
+        const char* argv[] = {"GET", key.data()};
+        std::size_t argvlen[] = {3, key.size()};
+        return command(fn, privdata, 2, argv, argvlen);
     }
     void log_failure(const char* what, const char* detail) noexcept;
     bool command(RedisReplyFn fn, void* privdata, int argc, const char** argv,

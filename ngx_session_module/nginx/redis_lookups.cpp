@@ -173,6 +173,23 @@ void Link::on_overlay_reply(void* link, redisReply* reply, void* privdata) noexc
     }
 }
 
+// The key set's GET: a lookup like the check's, minus the latency
+// histogram (`followed`: it is not a check).
+Lookup* Link::get(std::string_view key, void* owner, LookupDone done) noexcept {
+    Lookup* lookup = new_lookup(owner);
+    if (lookup == nullptr) {
+        return nullptr;
+    }
+    lookup->done = done;
+    lookup->followed = true;
+    if (!send_get(on_lookup_reply, key, lookup)) {
+        delete lookup;
+        return nullptr;
+    }
+    ngx_add_timer(&lookup->timer, conf_->timeout);
+    return lookup;
+}
+
 // A touch in flight: kept until its reply, to run it again with EVAL when
 // the script cache was flushed.
 struct Touch {
@@ -282,6 +299,21 @@ Lookup* redis_overlay(std::string_view session_key, std::string_view user_key, v
         return cluster_overlay(session_key, user_key, owner, done);
     }
     return g_link != nullptr ? g_link->overlay(session_key, user_key, owner, done) : nullptr;
+}
+
+Lookup* redis_get(std::string_view key, void* owner, LookupDone done) noexcept {
+    if (link_detail::g_cluster != nullptr) {
+        Lookup* lookup = cluster_lookup(key, link_detail::FieldSet::string, nullptr, owner, done);
+        if (lookup != nullptr) lookup->followed = true;  // not a check: no latency
+        return lookup;
+    }
+    return g_link != nullptr ? g_link->get(key, owner, done) : nullptr;
+}
+
+Lookup* redis_lookup_string(std::string_view key, void* owner, LookupDone done) noexcept {
+    Lookup* lookup = redis_get(key, owner, done);
+    if (lookup != nullptr) lookup->followed = false;  // a check: its latency counts
+    return lookup;
 }
 
 void redis_detach(Lookup* lookup) noexcept {

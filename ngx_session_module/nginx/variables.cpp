@@ -57,6 +57,7 @@ std::optional<std::string_view> value_of(const RequestCtx* ctx, Var var) noexcep
             return core::outcome_name(ctx->outcome);
         case Var::id:
             if (!ctx->has_record) return std::nullopt;
+            if (ctx->better_auth) return to_view(ctx->better_auth_session_id);
             return ctx->jwt ? ctx->claims.sid : to_view(ctx->token);
         default:
             break;

@@ -147,9 +147,9 @@ TEST(FormatPrometheus, EveryLineIsCommentOrSample) {
         ASSERT_NE(space, std::string::npos) << line;
         EXPECT_NE(line.find_first_of("0123456789", space), std::string::npos) << line;
     }
-    // 8 outcomes + 12 single metrics + 12 buckets + sum + count (no
+    // 8 outcomes + 14 single metrics + 12 buckets + sum + count (no
     // primary_info lines without sentinel://)
-    EXPECT_EQ(samples, 8 + 12 + 12 + 2);
+    EXPECT_EQ(samples, 8 + 14 + 12 + 2);
 }
 
 TEST(FormatPrometheus, TopologyMetrics) {
@@ -164,6 +164,8 @@ TEST(FormatPrometheus, TopologyMetrics) {
     EXPECT_TRUE(contains_line(text, "nginx_session_redis_failovers_total 1"));
     EXPECT_TRUE(contains_line(text, "nginx_session_redis_moved_total 7"));
     EXPECT_TRUE(contains_line(text, "nginx_session_redis_ask_total 2"));
+    EXPECT_TRUE(contains_line(text, "nginx_session_jwks_reads_total 0"));
+    EXPECT_TRUE(contains_line(text, "nginx_session_jwks_failures_total 0"));
     EXPECT_TRUE(contains_line(text, "# TYPE nginx_session_redis_primary_info gauge"));
     EXPECT_TRUE(
         contains_line(text, "nginx_session_redis_primary_info{address=\"127.0.0.1:6380\"} 3"));
