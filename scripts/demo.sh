@@ -182,8 +182,9 @@ write_nginx_conf() {
     grep -q "session_jwt_issuer $FAPI_URL;" "$out" || die "nginx.conf.example: no 'session_jwt_issuer https://clerk.example.com' to substitute"
     grep -q "session_jwt_handshake $FAPI_URL;" "$out" || die "nginx.conf.example: no 'session_jwt_handshake https://clerk.example.com' to substitute"
     grep -q "session_jwt_authorized_parties $APP_ORIGIN;" "$out" || die "nginx.conf.example: no 'session_jwt_authorized_parties https://app.example.com' to substitute"
-    if grep -q "example\.com" "$out"; then
-        die "nginx.conf.example names an example.com URL that scripts/demo.sh does not substitute: $(grep -n 'example\.com' "$out" | head -n 1)"
+    # Commented-out variants (better-auth) are for the reader, not the demo.
+    if grep -v '^[[:space:]]*#' "$out" | grep -q "example\.com"; then
+        die "nginx.conf.example names an example.com URL that scripts/demo.sh does not substitute: $(grep -n 'example\.com' "$out" | grep -v '^[0-9]*:[[:space:]]*#' | head -n 1)"
     fi
     if grep -q "/var/log/nginx" "$out"; then
         die "nginx.conf.example logs to /var/log/nginx somewhere scripts/demo.sh does not substitute"
