@@ -1,6 +1,7 @@
 #include "nginx/better_auth.hpp"
 
 #include <hiredis/hiredis.h>
+#include <openssl/crypto.h>
 
 #include <new>
 
@@ -21,49 +22,6 @@ constexpr std::string_view kSecurePrefix = "__Secure-";
 constexpr std::string_view kDefaultCookie = "better-auth.session_token";
 // A secret file holds a few lines; anything far larger is not one.
 constexpr off_t kMaxSecretFileSize = 64 * 1024;
-
-// Reads the secret file while the configuration loads (the master, before
-// any worker exists: blocking I/O is fine here). The secrets are never
-// logged.
-bool read_secret_file(ngx_conf_t* cf, ngx_command_t* cmd, ngx_str_t* name,
-                      ngx_str_t& content) noexcept {
-    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
-        return false;
-    }
-    ngx_file_t file;
-    ngx_memzero(&file, sizeof(ngx_file_t));
-    file.name = *name;
-    file.log = cf->log;
-    file.fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (file.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno, "\"%V\" cannot open secret file \"%V\"",
-                           &cmd->name, name);
-        return false;
-    }
-    bool ok = false;
-    ngx_file_info_t info;
-    if (ngx_fd_info(file.fd, &info) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno, "\"%V\" cannot stat secret file \"%V\"",
-                           &cmd->name, name);
-    } else if (ngx_file_size(&info) > kMaxSecretFileSize) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" secret file \"%V\" is larger than %O bytes", &cmd->name, name,
-                           kMaxSecretFileSize);
-    } else {
-        content.len = static_cast<std::size_t>(ngx_file_size(&info));
-        content.data = static_cast<u_char*>(ngx_pnalloc(cf->pool, content.len + 1));
-        if (content.data != nullptr) {
-            ssize_t n = ngx_read_file(&file, content.data, content.len, 0);
-            ok = n == static_cast<ssize_t>(content.len);
-            if (!ok) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\" cannot read secret file \"%V\"",
-                                   &cmd->name, name);
-            }
-        }
-    }
-    ngx_close_file(file.fd);
-    return ok;
-}
 
 // One secret per line; blank lines and white space at either end of a line
 // are ignored (an editor's final newline, CRLF).
@@ -153,15 +111,25 @@ char* better_auth_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noex
         ba.key_prefix = {0, reinterpret_cast<u_char*>(const_cast<char*>(""))};
     }
     ngx_str_t name = secret_file;
-    ngx_str_t content{0, nullptr};
-    if (!read_secret_file(cf, cmd, &name, content)) {
+    std::string text;
+    if (!read_directive_file(cf, cmd, &name, "secret", kMaxSecretFileSize, text)) {
         return kConfError;
     }
+    // The secrets are views into this copy, which lives as long as the
+    // configuration; the string's own buffer is wiped before it is freed.
+    auto* copy = static_cast<char*>(ngx_pnalloc(cf->pool, text.size() + 1));
+    if (copy == nullptr) {
+        OPENSSL_cleanse(text.data(), text.size());
+        return kConfError;
+    }
+    ngx_memcpy(copy, text.data(), text.size());
+    OPENSSL_cleanse(text.data(), text.size());
+    std::string_view content(copy, text.size());
     ba.secrets = ngx_array_create(cf->pool, 2, sizeof(std::string_view));
     if (ba.secrets == nullptr) {
         return kConfError;
     }
-    if (parse_secrets(cf, cmd, name, to_view(content), ba.secrets) != NGX_CONF_OK) {
+    if (parse_secrets(cf, cmd, name, content, ba.secrets) != NGX_CONF_OK) {
         return kConfError;
     }
     auto* mcf = static_cast<MainConf*>(ngx_http_conf_get_module_main_conf(cf, ngx_session_module));

@@ -3,12 +3,11 @@
 #include <new>
 #include <string>
 
+#include "nginx/directive_text.hpp"
 #include "nginx/jwt_key_store.hpp"
 
 namespace session::ngx {
 namespace {
-
-char* const kConfError = static_cast<char*>(NGX_CONF_ERROR);
 
 constexpr ngx_uint_t kModeUnset = NGX_CONF_UNSET_UINT;
 // syncd keeps a session's tombstone for 10 minutes after it ended: a token
@@ -21,63 +20,12 @@ void destroy_keys(void* data) noexcept {
     static_cast<core::JwtKeys*>(data)->~JwtKeys();
 }
 
-// Reads a whole file while the configuration loads (the master, before any
-// worker exists: blocking I/O is fine here).
-bool read_key_file(ngx_conf_t* cf, ngx_command_t* cmd, ngx_str_t* name,
-                   std::string& content) noexcept {
-    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
-        return false;
-    }
-    ngx_file_t file;
-    ngx_memzero(&file, sizeof(ngx_file_t));
-    file.name = *name;
-    file.log = cf->log;
-    file.fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (file.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno, "\"%V\" cannot open key file \"%V\"",
-                           &cmd->name, name);
-        return false;
-    }
-    bool ok = false;
-    ngx_file_info_t info;
-    if (ngx_fd_info(file.fd, &info) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno, "\"%V\" cannot stat key file \"%V\"",
-                           &cmd->name, name);
-    } else if (ngx_file_size(&info) > kMaxKeyFileSize) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\" key file \"%V\" is larger than %O bytes",
-                           &cmd->name, name, kMaxKeyFileSize);
-    } else {
-        try {
-            content.resize(static_cast<std::size_t>(ngx_file_size(&info)));
-            ssize_t n =
-                ngx_read_file(&file, reinterpret_cast<u_char*>(content.data()), content.size(), 0);
-            ok = n == static_cast<ssize_t>(content.size());
-            if (!ok) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\" cannot read key file \"%V\"",
-                                   &cmd->name, name);
-            }
-        } catch (...) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": out of memory reading \"%V\"",
-                               &cmd->name, name);
-        }
-    }
-    ngx_close_file(file.fd);
-    return ok;
-}
-
 LocConf* loc(void* conf) noexcept {
     return static_cast<LocConf*>(conf);
 }
 
 ngx_str_t* args(ngx_conf_t* cf) noexcept {
     return static_cast<ngx_str_t*>(cf->args->elts);
-}
-
-char* invalid_value(ngx_conf_t* cf, ngx_command_t* cmd, const ngx_str_t& value,
-                    const char* why = "") noexcept {
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid value \"%V\" in \"%V\" directive%s", &value,
-                       &cmd->name, why);
-    return kConfError;
 }
 
 bool is_claim_path(std::string_view path) noexcept {
@@ -143,7 +91,7 @@ char* jwt_keys_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcep
             continue;
         }
         std::string content;
-        if (!read_key_file(cf, cmd, &name, content)) {
+        if (!read_directive_file(cf, cmd, &name, "key", kMaxKeyFileSize, content)) {
             return kConfError;
         }
         std::string error;

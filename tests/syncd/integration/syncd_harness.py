@@ -188,6 +188,18 @@ class Syncd:
         self.proc = None
         return code
 
+    def metric(self, name, default=None):
+        """The value of one unlabelled sample of GET /metrics; `default` when
+        it is absent (None: absent is a failure)."""
+        status, text = self.request("GET", "/metrics")
+        assert status == 200, text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        if default is not None:
+            return default
+        raise AssertionError(f"{name} not in /metrics:\n{text}")
+
     def request(self, method, path, body=b"", headers=None, timeout=20, chunked=False):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:

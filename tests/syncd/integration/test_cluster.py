@@ -59,15 +59,6 @@ def daemon(pg, cluster):
     assert code == 0, log
 
 
-def metric(daemon, name, default=None):
-    _, text = daemon.request("GET", "/metrics")
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    if default is not None:
-        return default
-    raise AssertionError(f"{name} not in /metrics:\n{text}")
-
 
 APPLIED = 'syncd_events_total{type="user.created",outcome="applied"}'
 
@@ -164,9 +155,9 @@ def test_revocations_reach_subscribers_on_every_node(pg, cluster, daemon):
 
 def test_resharding_under_load_moved_and_ask(pg, cluster, daemon):
     prefix = "c:"
-    applied_before = metric(daemon, APPLIED, 0)
-    moved_before = metric(daemon, "syncd_redis_moved_total")
-    ask_before = metric(daemon, "syncd_redis_ask_total")
+    applied_before = daemon.metric(APPLIED, 0)
+    moved_before = daemon.metric("syncd_redis_moved_total")
+    ask_before = daemon.metric("syncd_redis_ask_total")
     a, b = cluster.primaries()[:2]
     uids, stop = [], threading.Event()
 
@@ -206,13 +197,13 @@ def test_resharding_under_load_moved_and_ask(pg, cluster, daemon):
             assert rc.hget(prefix + "user:" + uid, "email") == uid + "@x.test", uid
     # Exactly once: each event applied once, each user's key where its slot
     # is now (the ASKed one on the node that imported its slot).
-    assert metric(daemon, APPLIED) - applied_before == len(everyone)
+    assert daemon.metric(APPLIED) - applied_before == len(everyone)
     snap = snapshot(cluster, prefix + "user:")
     for uid in everyone:
         assert snap[prefix + "user:" + uid][2] == cluster.slot_owner(prefix + "user:" + uid).port
     assert snap[prefix + "user:" + asked][2] == a.port
-    assert metric(daemon, "syncd_redis_moved_total") > moved_before
-    assert metric(daemon, "syncd_redis_ask_total") > ask_before
+    assert daemon.metric("syncd_redis_moved_total") > moved_before
+    assert daemon.metric("syncd_redis_ask_total") > ask_before
     # Redirections are followed in the same batch: no batch failed.
     retried = [line for line in daemon.read_log().splitlines()
                if "projector: " in line and "will retry" in line]
@@ -253,7 +244,7 @@ def test_tls_cluster(own_pg, tmp_path):
             snap = snapshot(tls_cluster, "t:user:")
             assert sorted(snap) == sorted("t:user:" + uid for uid in uids)
             assert len({port for _, _, port in snap.values()}) == 3
-            assert metric(d, "syncd_redis_tls_handshake_failures_total") == 0
+            assert d.metric("syncd_redis_tls_handshake_failures_total") == 0
         finally:
             assert d.stop() == 0
 
@@ -284,7 +275,7 @@ def test_primary_killed_replica_takes_over(own_pg, tmp_path):
             for uid in uids:
                 assert snap["k:user:" + uid][0]["email"] == uid + "@x.test", uid
             assert victim.port not in {port for _, _, port in snap.values()}
-            assert metric(d, APPLIED) == len(uids)
+            assert d.metric(APPLIED) == len(uids)
         finally:
             stop.set()
             sender.join(60)

@@ -55,14 +55,6 @@ def daemon(pg, redis_server, standin, channel):
     assert code == 0, log
 
 
-def metric(d, name):
-    status, text = d.request("GET", "/metrics")
-    assert status == 200
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
-
 
 def next_message(channel, timeout=40):
     def got():
@@ -93,8 +85,8 @@ def test_keys_stored_at_start_and_announced(daemon, standin, rds, channel):
              timeout=20, what="the key set in Redis")
     assert next_message(channel) == "keys"
     assert rds.ttl(PREFIX + "jwks") == -1  # no TTL
-    assert metric(daemon, "syncd_jwks_last_success_timestamp_seconds") > 0
-    assert metric(daemon, "syncd_jwks_updates_total") == 1
+    assert daemon.metric("syncd_jwks_last_success_timestamp_seconds") > 0
+    assert daemon.metric("syncd_jwks_updates_total") == 1
 
 
 def test_unchanged_set_is_neither_written_nor_announced(daemon, standin, rds, channel):
@@ -104,7 +96,7 @@ def test_unchanged_set_is_neither_written_nor_announced(daemon, standin, rds, ch
     assert commandstats(rds, "set") == sets
     assert commandstats(rds, "publish") == publishes
     assert channel.get_message(timeout=0) is None
-    assert metric(daemon, "syncd_jwks_updates_total") == 1
+    assert daemon.metric("syncd_jwks_updates_total") == 1
 
 
 def test_rotation_reaches_redis_within_the_interval(daemon, standin, rds, channel):
@@ -113,7 +105,7 @@ def test_rotation_reaches_redis_within_the_interval(daemon, standin, rds, channe
     wait_for(lambda: rds.get(PREFIX + "jwks") == served(rotated), timeout=INTERVAL * 3,
              what="the rotated set in Redis")
     assert next_message(channel) == "keys"
-    assert metric(daemon, "syncd_jwks_updates_total") == 2
+    assert daemon.metric("syncd_jwks_updates_total") == 2
 
 
 @pytest.mark.parametrize("broken", [b"{\"keys\": [", b"<html>bad gateway</html>",
@@ -121,12 +113,12 @@ def test_rotation_reaches_redis_within_the_interval(daemon, standin, rds, channe
 def test_a_broken_answer_keeps_the_stored_set(daemon, standin, rds, channel, broken):
     good = rds.get(PREFIX + "jwks")
     assert good is not None
-    failures = metric(daemon, "syncd_jwks_fetch_failures_total")
+    failures = daemon.metric("syncd_jwks_fetch_failures_total")
     standin.set_jwks(broken)
     try:
         wait_fetches(standin, 2)
         assert rds.get(PREFIX + "jwks") == good
         assert channel.get_message(timeout=0) is None
-        assert metric(daemon, "syncd_jwks_fetch_failures_total") >= failures + 1
+        assert daemon.metric("syncd_jwks_fetch_failures_total") >= failures + 1
     finally:
         standin.set_jwks(json.loads(good))

@@ -39,14 +39,6 @@ def daemon(pg, redis_server, standin):
     assert code == 0, log
 
 
-def metric(d, name):
-    status, text = d.request("GET", "/metrics")
-    assert status == 200
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
-
 
 def queued(pg, user_id):
     return pg.scalar("SELECT count(*) FROM writeback WHERE clerk_user_id = :'p1'", user_id)
@@ -168,7 +160,7 @@ def test_changes_while_pending_coalesce_into_the_latest_state(daemon, standin, p
 
 
 def test_transient_failures_are_retried(daemon, standin, pg):
-    failures = metric(daemon, "syncd_writeback_failures_total")
+    failures = daemon.metric("syncd_writeback_failures_total")
     standin.fail_next(2, 503, method="PATCH")
     standin.fail_next(1, 429, retry_after="1", method="PATCH")
     user = create_user(daemon, standin, role="admin")
@@ -177,16 +169,16 @@ def test_transient_failures_are_retried(daemon, standin, pg):
     assert [r.status for r in attempts] == [503, 503, 429, 200]
     # Retry-After is a floor.
     assert attempts[3].time - attempts[2].time >= 0.9
-    assert metric(daemon, "syncd_writeback_failures_total") == failures + 3
+    assert daemon.metric("syncd_writeback_failures_total") == failures + 3
 
 
 def test_user_gone_from_clerk_is_dropped(daemon, standin, pg):
-    dropped = metric(daemon, "syncd_writeback_dropped_total")
+    dropped = daemon.metric("syncd_writeback_dropped_total")
     user = make_user(new_id("user"), role="admin")  # never added to the stand-in
     assert deliver_user(daemon, "user.created", user) == "applied"
     wait_for(lambda: queued(pg, user["id"]) == "0", timeout=30, what="the row to be dropped")
     assert [r.status for r in patches_for(standin, user["id"])] == [404]
-    assert metric(daemon, "syncd_writeback_dropped_total") == dropped + 1
+    assert daemon.metric("syncd_writeback_dropped_total") == dropped + 1
 
 
 def test_write_back_off_sends_nothing(pg, redis_server, standin):
@@ -215,11 +207,11 @@ def test_clerk_down_never_delays_webhooks_and_the_queue_survives_a_crash(
             extra = standin.add_user(make_user(new_id("user")))
             assert deliver_user(d, "user.created", extra) == "applied"
             assert db_id(pg, extra["id"]) is not None
-        wait_for(lambda: metric(d, "syncd_writeback_queue_depth") >= 8, timeout=10,
+        wait_for(lambda: d.metric("syncd_writeback_queue_depth") >= 8, timeout=10,
                  what="the queue depth metric")
-        wait_for(lambda: metric(d, "syncd_writeback_oldest_age_seconds") > 0, timeout=10,
+        wait_for(lambda: d.metric("syncd_writeback_oldest_age_seconds") > 0, timeout=10,
                  what="the oldest age metric")
-        assert metric(d, "syncd_writeback_failures_total") >= 3
+        assert d.metric("syncd_writeback_failures_total") >= 3
         error = pg.scalar("SELECT last_error FROM writeback WHERE clerk_user_id = :'p1'",
                           users[0]["id"])
         assert error == "HTTP 503"
@@ -237,7 +229,7 @@ def test_clerk_down_never_delays_webhooks_and_the_queue_survives_a_crash(
                 "public_metadata": {"dbId": db_id(pg, u["id"]), "role": "admin"}}
         wait_for(lambda: pg.scalar("SELECT count(*) FROM writeback") == "0", timeout=30,
                  what="the whole queue to be sent")
-        wait_for(lambda: metric(d, "syncd_writeback_queue_depth") == 0, timeout=10,
+        wait_for(lambda: d.metric("syncd_writeback_queue_depth") == 0, timeout=10,
                  what="the depth metric to fall to 0")
     finally:
         assert d.stop() == 0
