@@ -108,11 +108,11 @@ def test_ten_thousand_users_in_pages_then_projected(pg, redis_server, rds, api):
     assert "users: 0 created, 0 updated, 10001 unchanged" in again.stdout
 
 
-def test_interrupted_run_resumes_after_the_last_committed_page(pg, redis_server, api):
-    users = api.add_users(3_000)
-    d = daemon(pg, redis_server, api)
-    # The count, then three pages; every later /v1/users call fails.
-    api.fail_after(4, status=500, path_prefix="/v1/users")
+def kill_backfill_after(d, api, ok_requests):
+    """Runs `syncd backfill`, lets `ok_requests` user-list requests succeed
+    and fails every later one, then kills the process (SIGKILL) once it has
+    seen the first failure: an interruption mid-run."""
+    api.fail_after(ok_requests, status=500, path_prefix="/v1/users")
     proc = subprocess.Popen([SYNCD_BIN, "backfill"], env=d.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -121,6 +121,13 @@ def test_interrupted_run_resumes_after_the_last_committed_page(pg, redis_server,
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
+
+
+def test_interrupted_run_resumes_after_the_last_committed_page(pg, redis_server, api):
+    users = api.add_users(3_000)
+    d = daemon(pg, redis_server, api)
+    # The count, then three pages; every later /v1/users call fails.
+    kill_backfill_after(d, api, 4)
     assert pg.scalar("SELECT next_offset FROM backfill_cursor WHERE kind = 'users'") == "1498"
     assert pg.scalar("SELECT count(*) FROM users") == "1498"
 
@@ -142,15 +149,7 @@ def test_interrupted_run_resumes_after_the_last_committed_page(pg, redis_server,
 def test_users_deleted_while_paging_are_not_skipped_for_others(pg, redis_server, api):
     users = api.add_users(1_200)
     d = daemon(pg, redis_server, api)
-    api.fail_after(2, status=500, path_prefix="/v1/users")  # count + first page
-    proc = subprocess.Popen([SYNCD_BIN, "backfill"], env=d.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: any(r.status == 500 for r in api.requests_to("/v1/users")),
-                 timeout=60, what="the first failed page")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
+    kill_backfill_after(d, api, 2)  # count + first page
     # Users before the cursor vanish: every later one moves back by ten.
     for u in users[100:110]:
         api.delete_user(u["id"])
