@@ -302,15 +302,9 @@ class Store {
         }
         core::JwtKeys parsed;
         std::string error;
-        bool ok = false;
-        try {
-            ok = core::parse_redis_jwks(text, parsed, error);
-        } catch (...) {
-            error = "out of memory";
-        }
-        if (!ok) {
+        if (Parsed result = parse_set(text, parsed, error); result != Parsed::ok) {
             ngx_atomic_fetch_add(&shared_->failures, 1);
-            log_malformed(text, error.c_str());
+            log_malformed(text, result == Parsed::malformed ? error.c_str() : "out of memory");
             return;
         }
         ngx_atomic_uint_t generation = 0;
@@ -355,16 +349,28 @@ class Store {
         }
         core::JwtKeys parsed;
         std::string error;
-        bool ok = false;
-        try {
-            ok = core::parse_redis_jwks(text, parsed, error);
-        } catch (...) {
-            return;
+        switch (parse_set(text, parsed, error)) {
+            case Parsed::ok:
+                install(std::move(parsed), generation);
+                break;
+            case Parsed::malformed:
+                generation_ = generation;  // stored only after it parsed: cannot happen
+                break;
+            case Parsed::out_of_memory:
+                break;  // the next request tries again
         }
-        if (ok) {
-            install(std::move(parsed), generation);
-        } else {
-            generation_ = generation;  // stored only after it parsed: cannot happen
+    }
+
+    enum class Parsed { ok, malformed, out_of_memory };
+
+    // No exception leaves: an allocation failure is told apart, since the
+    // same set may parse on a later try.
+    static Parsed parse_set(std::string_view text, core::JwtKeys& parsed,
+                            std::string& error) noexcept {
+        try {
+            return core::parse_redis_jwks(text, parsed, error) ? Parsed::ok : Parsed::malformed;
+        } catch (...) {
+            return Parsed::out_of_memory;
         }
     }
 
